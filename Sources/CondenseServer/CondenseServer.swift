@@ -1,0 +1,1 @@
+// CondenseServer module.
