@@ -1,0 +1,122 @@
+"""Condense's gRPC-style framing over TCP (see Protos/README.md).
+
+A frame is a 4-byte big-endian length followed by a serialized condense.v1.Envelope.
+This module runs one call at a time per connection, which is all a synchronous client needs.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Iterable, Iterator, Optional
+
+from condense.v1 import envelope_pb2 as env
+
+from .errors import RpcError, error_for_status
+
+INITIAL_WINDOW = 64      # MESSAGE frames a sender may have outstanding per stream
+GRANT_BATCH = 32         # we return credit to the server in batches of this size
+MAX_FRAME = 16 * 1024 * 1024
+
+
+class Connection:
+    def __init__(self, host: str, port: int, token: Optional[str] = None, connect_timeout: float = 10.0):
+        self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.settimeout(None)
+        self._token = token
+        self._next_stream = 1
+        self._buffer = bytearray()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    # --- frames -------------------------------------------------------------------------
+    def _send(self, *envelopes: env.Envelope) -> None:
+        out = bytearray()
+        for e in envelopes:
+            body = e.SerializeToString()
+            out += struct.pack(">I", len(body)) + body
+        self._sock.sendall(out)
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            chunk = self._sock.recv(max(65536, n - len(self._buffer)))
+            if not chunk:
+                raise RpcError(env.UNAVAILABLE, "connection closed by server")
+            self._buffer += chunk
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    def _receive(self) -> env.Envelope:
+        (length,) = struct.unpack(">I", self._read_exact(4))
+        if length > MAX_FRAME:
+            raise RpcError(env.RESOURCE_EXHAUSTED, f"frame of {length} bytes exceeds {MAX_FRAME}")
+        e = env.Envelope()
+        e.ParseFromString(self._read_exact(length))
+        return e
+
+    # --- calls --------------------------------------------------------------------------
+    def call(self, method: str, requests: Iterable[bytes], timeout: Optional[float] = None) -> Iterator[bytes]:
+        """Runs one call of any kind; yields each response payload; raises RpcError on a non-OK status."""
+        stream = self._next_stream
+        self._next_stream += 2
+        headers = env.Envelope(stream_id=stream, kind=env.FRAME_KIND_HEADERS, method=method)
+        if timeout is not None:
+            headers.timeout_ms = max(1, int(timeout * 1000))
+        if self._token:
+            headers.metadata.add(key="authorization", value=f"Bearer {self._token}")
+        frames = [headers]
+        window = INITIAL_WINDOW
+        for payload in requests:
+            if window == 0:
+                self._send(*frames)
+                frames = []
+                window += self._await_window(stream)
+            frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_MESSAGE, payload=payload))
+            window -= 1
+        frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_TRAILERS))
+        self._send(*frames)
+
+        consumed = 0
+        try:
+            while True:
+                e = self._receive()
+                if e.stream_id == 0:
+                    self._handle_connection_frame(e)
+                    continue
+                if e.stream_id != stream:
+                    continue
+                if e.kind == env.FRAME_KIND_MESSAGE:
+                    yield e.payload
+                    consumed += 1
+                    if consumed == GRANT_BATCH:
+                        self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_WINDOW_UPDATE,
+                                                window_increment=consumed))
+                        consumed = 0
+                elif e.kind == env.FRAME_KIND_TRAILERS:
+                    if e.status.code != env.OK:
+                        raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)
+                    return
+                elif e.kind == env.FRAME_KIND_CANCEL:
+                    raise error_for_status(env.CANCELLED, e.status.message or "cancelled by server", 0)
+        except GeneratorExit:
+            # The caller stopped reading early: tell the server to stop working on this call.
+            self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_CANCEL))
+            raise
+
+    def _await_window(self, stream: int) -> int:
+        while True:
+            e = self._receive()
+            if e.stream_id == 0:
+                self._handle_connection_frame(e)
+            elif e.stream_id == stream and e.kind == env.FRAME_KIND_WINDOW_UPDATE:
+                return e.window_increment
+            elif e.stream_id == stream and e.kind == env.FRAME_KIND_TRAILERS:
+                raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)
+
+    def _handle_connection_frame(self, e: env.Envelope) -> None:
+        if e.kind == env.FRAME_KIND_PING and not e.ping_ack:
+            self._send(env.Envelope(stream_id=0, kind=env.FRAME_KIND_PING, payload=e.payload, ping_ack=True))
+        elif e.kind == env.FRAME_KIND_TRAILERS and e.status.code != env.OK:
+            raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: generated-code check, Swift tests (unit, protocol, model reference),
+# the wire-layer leak check under valgrind, and the Python client tests against a live server.
+# Installs what it needs first (system packages, Python packages, default model), like scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --no-build
+export CONDENSE_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+echo "== generated protobuf code is up to date"
+scripts/gen-protos.sh --check
+
+echo "== swift test"
+swift build --build-tests
+swift test --skip-build
+
+echo "== wire wrappers leak check (valgrind)"
+scripts/valgrind-wire.sh
+
+echo "== python client against a live server"
+scripts/test-python-client.sh
