@@ -11,11 +11,12 @@ protos=$(cd Protos && find condense -name '*.proto' | sort)
 
 generate() { # $1 = C dir, $2 = Python dir
   mkdir -p "$1/include" "$2"
-  (cd Protos && protoc-c --c_out="../$1" $protos)
+  local c_dir py_dir; c_dir=$(cd "$1" && pwd); py_dir=$(cd "$2" && pwd)  # --check passes /tmp paths
+  (cd Protos && protoc-c --c_out="$c_dir" $protos)
   # Headers go under include/ so SwiftPM exports them; sources stay in place.
   (cd "$1" && find condense -name '*.pb-c.h' | while read -r h; do
      mkdir -p "include/$(dirname "$h")" && mv "$h" "include/$h"; done)
-  (cd Protos && protoc --python_out="../$2" $protos)
+  (cd Protos && protoc --python_out="$py_dir" $protos)
 }
 
 if [[ "${1:-}" == "--check" ]]; then

@@ -10,6 +10,7 @@ export CONDENSE_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 echo "== generated protobuf code is up to date"
 scripts/gen-protos.sh --check
+python3 scripts/gen-wire-swift.py --check
 
 echo "== swift test"
 swift build --build-tests

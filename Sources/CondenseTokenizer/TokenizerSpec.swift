@@ -29,3 +29,10 @@ public struct TokenizerSpec: Sendable, Equatable {
         self.addEOS = addEOS
     }
 }
+
+extension TokenizerSpec {
+    /// GGUF token types, as `tokenTypes` stores them.
+    static let normalTokenType: Int32 = 1
+    static let controlTokenType: Int32 = 3
+    static let userDefinedTokenType: Int32 = 4
+}
