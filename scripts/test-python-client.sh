@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-condense=${CONDENSE_BIN:-$(swift build --show-bin-path)/condense}
+# The release binary, as users run it (debug forward passes are an order of magnitude slower).
+if [[ -z "${CONDENSE_BIN:-}" ]]; then
+  swift build -c release --product condense
+  CONDENSE_BIN="$(swift build -c release --show-bin-path)/condense"
+fi
+condense=$CONDENSE_BIN
 model=${CONDENSE_TEST_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)

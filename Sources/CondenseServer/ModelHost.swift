@@ -1,3 +1,4 @@
+import CondenseEmbedding
 import CondenseModel
 import CondenseTensor
 import CondenseTokenizer
@@ -5,12 +6,11 @@ import Dispatch
 import Foundation
 import Logging
 
-/// A model ready to serve: engine, tokenizer and the facts `GetModelInfo` reports.
+/// A model ready to serve: the embedder and the facts `GetModelInfo` reports.
 public struct ServedModel: Sendable {
     public let modelID: String
     public let summary: ModelSummary
-    public let model: LlamaModel
-    public let tokenizer: Tokenizer
+    public let embedder: Embedder
     /// e.g. "byte-level BPE (smollm)".
     public let tokenizerDescription: String
 }
@@ -41,9 +41,12 @@ public actor ModelHost {
         let result: Result<ServedModel, any Error> = await ComputeQueue.shared.run {
             Result {
                 let loaded = try ModelLoader.load(path: path)
-                return ServedModel(
-                    modelID: (path as NSString).lastPathComponent, summary: loaded.summary,
+                let modelID = (path as NSString).lastPathComponent
+                let embedder = Embedder(
                     model: try LlamaModel(weights: loaded.weights), tokenizer: try Tokenizer(spec: loaded.tokenizer),
+                    modelName: modelID)
+                return ServedModel(
+                    modelID: modelID, summary: loaded.summary, embedder: embedder,
                     tokenizerDescription: "byte-level BPE (\(loaded.tokenizer.preTokenizer))")
             }
         }

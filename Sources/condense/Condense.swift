@@ -8,7 +8,8 @@ struct Condense: AsyncParsableCommand {
         commandName: "condense",
         abstract: "Text embeddings from decoder-only LLMs: prompt-based pooling, contrastive LoRA fine-tuning, and an RPC service.",
         subcommands: [
-            ServeCommand.self, HealthCommand.self, InfoCommand.self, TokenizeCommand.self,
+            ServeCommand.self, HealthCommand.self, InfoCommand.self, TokenizeCommand.self, EmbedCommand.self,
+            EvalCommand.self, AttentionCommand.self,
         ]
     )
 

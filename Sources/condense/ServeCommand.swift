@@ -1,4 +1,5 @@
 import ArgumentParser
+import CondenseEmbedding
 import CondenseRPC
 import CondenseServer
 import CondenseTensor
@@ -19,6 +20,12 @@ struct ServeCommand: AsyncParsableCommand {
     var maxFrameSize: Int = 16 * 1024 * 1024
     @Option(help: "Seconds a connection may stay silent (or hold half a frame) before it is closed.")
     var idleTimeout: Int = 60
+    @Option(help: "Prompt for requests that name none: a built-in name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text}.")
+    var defaultPrompt: String = "none"
+    @Option(help: "Pooling for requests that leave it unspecified: mean, last, eos, weighted-mean.")
+    var defaultPooling: String = "mean"
+    @Option(help: "Most texts one Embed call may carry (bulk work goes through EmbedStream).")
+    var maxTextsPerRequest: Int = 2048
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -30,12 +37,13 @@ struct ServeCommand: AsyncParsableCommand {
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
 
+        let settings = try embeddingSettings()
         let host = ModelHost()
         let server = RPCServer(
             configuration: .init(
                 host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: authToken,
                 idleTimeout: .seconds(idleTimeout)),
-            services: [EmbeddingServiceProvider(host: host)])
+            services: [EmbeddingServiceProvider(host: host, settings: settings)])
         let port = try await server.start()
         logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "auth": "\(authToken != nil)"])
 
@@ -45,6 +53,16 @@ struct ServeCommand: AsyncParsableCommand {
         logger.notice("shutting down: draining in-flight calls")
         loading.cancel()
         try await server.stop()
+    }
+
+    private func embeddingSettings() throws -> EmbeddingServiceSettings {
+        let prompt: PromptTemplate
+        do { prompt = try PromptTemplate(nameOrTemplate: defaultPrompt) } catch { throw CLIFailure("--default-prompt: \(error)") }
+        guard let pooling = Pooling(rawValue: defaultPooling) else {
+            throw CLIFailure("--default-pooling must be one of \(Pooling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard maxTextsPerRequest > 0 else { throw CLIFailure("--max-texts-per-request must be positive") }
+        return EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling, maxTextsPerRequest: maxTextsPerRequest)
     }
 
     private func readAuthToken(_ path: String) throws -> String {

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not ADDRESS, reason="CONDENSE_SERVER not set (ru
 
 @pytest.fixture
 def client():
-    with Client(ADDRESS, timeout=120) as c:
+    with Client(ADDRESS, timeout=600) as c:
         yield c
 
 
@@ -78,3 +78,50 @@ def test_health_cli_exit_codes():
     down = subprocess.run([binary, "health", "--server", f"127.0.0.1:{closed_port}", "--timeout", "2"],
                           capture_output=True, text=True)
     assert down.returncode != 0
+
+
+def test_embed_returns_normalized_vectors_that_rank_paraphrases_closer(client):
+    texts = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today."]
+    vectors = client.embed(texts, prompt="cluster1", pooling="mean")
+    assert vectors.shape == (3, 576) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2]
+
+
+def test_embed_options_dimensions_and_raw_vectors(client):
+    raw = client.embed(["hello world"], pooling="last", normalize=False)
+    cut = client.embed(["hello world"], pooling="last", normalize=True, dimensions=64)
+    assert cut.shape == (1, 64)
+    np.testing.assert_allclose(cut[0], raw[0, :64] / np.linalg.norm(raw[0, :64]), rtol=1e-4, atol=1e-5)
+
+
+def test_empty_text_fails_only_that_item(client):
+    with pytest.raises(condense_client.EmbeddingItemError) as failure:
+        client.embed(["fine", "   "])
+    assert list(failure.value.errors) == [1]
+
+
+def test_bad_template_is_invalid_argument(client):
+    with pytest.raises(condense_client.InvalidArgument, match="named prompts"):
+        client.embed(["x"], prompt="no placeholder here")
+    with pytest.raises(condense_client.InvalidArgument, match="dimensions"):
+        client.embed(["x"], dimensions=100000)
+
+
+def test_embed_stream_delivers_every_index_once_matching_unary(client):
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(200)]
+    streamed = dict()
+    for index, vector in client.embed_stream(iter(texts), chunk_size=50, prompt="cluster1"):
+        assert index not in streamed
+        streamed[index] = vector
+    assert sorted(streamed) == list(range(200))
+    unary = client.embed(texts[:5], prompt="cluster1")
+    for i in range(5):
+        assert float(streamed[i] @ unary[i]) > 0.99999
+
+
+def test_tokenize_applies_prompt(client):
+    plain, prompted = client.tokenize(["Hello world!"]), client.tokenize(["Hello world!"], prompt="cluster1")
+    assert plain == [[19556, 905, 17]]
+    assert len(prompted[0]) > len(plain[0])

@@ -1,1 +1,0 @@
-// CondenseRPC module.
