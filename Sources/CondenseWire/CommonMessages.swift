@@ -110,7 +110,7 @@ public struct EmbedOptions: WireMessage, Hashable {
     public var precision: Precision
     /// LoRA adapter to apply (see FineTuneService.ListAdapters); empty = base model.
     public var adapterID: String
-    /// Token limit per text including the prompt; 0 = the model's maximum.
+    /// Token limit of the raw text, before the prompt is added; 0 = 512.
     public var maxTokens: UInt32
     /// What to do with texts over the limit; UNSPECIFIED = TRUNCATE.
     public var truncation: TruncationPolicy

@@ -184,7 +184,7 @@ struct  Condense__V1__EmbedOptions
    */
   char *adapter_id;
   /*
-   * Token limit per text including the prompt; 0 = the model's maximum.
+   * Token limit of the raw text, before the prompt is added; 0 = 512.
    */
   uint32_t max_tokens;
   /*
