@@ -19,5 +19,12 @@ swift test --skip-build
 echo "== wire wrappers leak check (valgrind)"
 scripts/valgrind-wire.sh
 
+# One release build serves both client suites, as users would run it.
+swift build -c release --product condense
+export CONDENSE_BIN="$(swift build -c release --show-bin-path)/condense"
+
 echo "== python client against a live server"
 scripts/test-python-client.sh
+
+echo "== C client against a live server"
+scripts/test-c-client.sh
