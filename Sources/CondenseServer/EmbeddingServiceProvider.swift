@@ -134,7 +134,7 @@ public struct EmbeddingServiceProvider: RPCService {
 
     /// Embeds on the compute queue and converts results to wire form, counting usage. Texts that
     /// arrived as invalid UTF-8 (`malformed`, indexes into `texts`) fail as such.
-    static func embed(
+    public static func embed(
         _ texts: [String], malformed: [MalformedText], firstIndex: UInt64, options: EmbeddingOptions,
         precision: OutputPrecision, embedder: Embedder, usage: inout Usage
     ) async throws -> [EmbeddingResult] {
@@ -178,7 +178,7 @@ public struct EmbeddingServiceProvider: RPCService {
     }
 
     /// Wire options -> engine options; unset fields take the server's defaults.
-    static func embeddingOptions(
+    public static func embeddingOptions(
         _ wire: EmbedOptions?, settings: EmbeddingServiceSettings, embedder: Embedder
     ) throws -> EmbeddingOptions {
         let wire = wire ?? EmbedOptions()
@@ -210,7 +210,7 @@ public struct EmbeddingServiceProvider: RPCService {
         return options
     }
 
-    static func precision(_ wire: Precision?) -> OutputPrecision {
+    public static func precision(_ wire: Precision?) -> OutputPrecision {
         switch wire ?? .unspecified {
         case .unspecified, .float32: .float32
         case .float16: .float16
@@ -228,7 +228,7 @@ public struct EmbeddingServiceProvider: RPCService {
         }
     }
 
-    static func itemError(_ error: EmbeddingError) -> ItemError {
+    public static func itemError(_ error: EmbeddingError) -> ItemError {
         let code: ItemErrorCode = switch error {
         case .emptyText: .emptyText
         case .invalidUTF8: .invalidUTF8

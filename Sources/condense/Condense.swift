@@ -9,7 +9,7 @@ struct Condense: AsyncParsableCommand {
         abstract: "Text embeddings from decoder-only LLMs: prompt-based pooling, contrastive LoRA fine-tuning, and an RPC service.",
         subcommands: [
             ServeCommand.self, HealthCommand.self, InfoCommand.self, TokenizeCommand.self, EmbedCommand.self,
-            EvalCommand.self, AttentionCommand.self,
+            EvalCommand.self, AttentionCommand.self, CoordinatorCommand.self, WorkerCommand.self,
         ]
     )
 
