@@ -45,6 +45,7 @@ let package = Package(
             dependencies: [
                 "CondenseWire",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
@@ -59,12 +60,44 @@ let package = Package(
             dependencies: ["CondenseTensor", "CondenseTokenizer", .product(name: "Logging", package: "swift-log")],
             swiftSettings: vectorized
         ),
+        .target(
+            name: "CondenseEmbedding",
+            dependencies: ["CondenseModel", "CondenseTokenizer", "CondenseTensor"],
+            swiftSettings: vectorized
+        ),
+        // Clustering / STS evaluation: model-independent math (k-means, V-measure, Spearman), dataset readers,
+        // and the attention analysis and one-pass multi-pooling embedding on top of CondenseEmbedding.
+        .target(
+            name: "CondenseEvaluation", dependencies: ["CondenseTensor", "CondenseEmbedding", "CondenseModel"],
+            swiftSettings: vectorized
+        ),
+        // LoRA + InfoNCE training math: forward/backward of the Llama block stack, gradient caching, AdamW.
+        .target(
+            name: "CondenseTraining", dependencies: ["CondenseModel", "CondenseTensor", "CondenseEmbedding"],
+            swiftSettings: vectorized
+        ),
 
         // MARK: Services
         .target(
             name: "CondenseServer",
             dependencies: [
-                "CondenseRPC", "CondenseWire", "CondenseModel",
+                "CondenseRPC", "CondenseWire", "CondenseModel", "CondenseEmbedding", "CondenseTokenizer",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Coordinator (workers dial in; embedding batches fanned out by load) and embedding workers.
+        .target(
+            name: "CondenseCoordinator",
+            dependencies: [
+                "CondenseRPC", "CondenseWire", "CondenseEmbedding",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "CondenseWorker",
+            dependencies: [
+                "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -73,19 +106,54 @@ let package = Package(
         .executableTarget(
             name: "condense",
             dependencies: [
-                "CondenseServer", "CondenseRPC", "CondenseModel",
+                "CondenseServer", "CondenseRPC", "CondenseModel", "CondenseEmbedding", "CondenseEvaluation",
+                "CondenseCoordinator", "CondenseWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
+        // Forward-pass benchmark (sgemm GFLOPS, tokens/s vs ceiling, single-text latency).
+        .executableTarget(
+            name: "condense-bench-forward",
+            dependencies: ["CondenseModel", "CondenseTensor", "CondenseTokenizer"],
+            path: "Benchmarks/Forward",
+            swiftSettings: vectorized
+        ),
+
         // MARK: Tests
-        .testTarget(name: "CondenseWireTests", dependencies: ["CondenseWire"]),
-        .testTarget(name: "CondenseRPCTests", dependencies: ["CondenseRPC", "CondenseWire"]),
+        .testTarget(name: "CondenseWireTests", dependencies: ["CondenseWire"], exclude: ["Fixtures"]),
+        .testTarget(
+            name: "CondenseRPCTests",
+            dependencies: [
+                "CondenseRPC", "CondenseWire",
+                // Raw-socket test peers and quiet test loggers.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "CondenseTensorTests", dependencies: ["CondenseTensor"], swiftSettings: vectorized),
-        .testTarget(name: "CondenseTokenizerTests", dependencies: ["CondenseTokenizer"]),
-        .testTarget(name: "CondenseModelTests", dependencies: ["CondenseModel"], swiftSettings: vectorized),
+        .testTarget(name: "CondenseTokenizerTests", dependencies: ["CondenseTokenizer"], exclude: ["Fixtures"]),
+        .testTarget(name: "CondenseModelTests", dependencies: ["CondenseModel"], exclude: ["Fixtures"], swiftSettings: vectorized),
+        .testTarget(name: "CondenseEmbeddingTests", dependencies: ["CondenseEmbedding"], swiftSettings: vectorized),
+        .testTarget(
+            name: "CondenseEvaluationTests",
+            dependencies: ["CondenseEvaluation", "CondenseEmbedding", "CondenseModel", "CondenseTensor"], exclude: ["Fixtures"],
+            swiftSettings: vectorized
+        ),
+        .testTarget(
+            name: "CondenseTrainingTests", dependencies: ["CondenseTraining", "CondenseModel", "CondenseTensor", "CondenseEmbedding"],
+            swiftSettings: vectorized
+        ),
         .testTarget(name: "CondenseServerTests", dependencies: ["CondenseServer", "CondenseRPC"]),
+        .testTarget(
+            name: "CondenseCoordinatorTests",
+            dependencies: [
+                "CondenseCoordinator", "CondenseWorker", "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

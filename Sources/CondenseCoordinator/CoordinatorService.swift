@@ -1,0 +1,243 @@
+import CondenseEmbedding
+import CondenseRPC
+import CondenseWire
+import Logging
+
+/// The coordinator's RPC surface: `WorkerService.Connect` for embedding workers, and
+/// `EmbeddingService` (Embed, EmbedStream, Health) for clients, answered by fanning batches out
+/// to the workers. Run `monitorHeartbeats()` alongside the server so silent workers are dropped.
+///
+/// Tokenize and GetModelInfo need a model and are not offered here (UNIMPLEMENTED); options
+/// that need the model to check (dimensions, max_tokens) are checked by the worker, which fails
+/// the items with ITEM_ERROR_CODE_INTERNAL naming the option.
+public struct CoordinatorService: RPCService {
+    private let scheduler: EmbeddingScheduler
+    private let settings: CoordinatorSettings
+    private let logger: Logger
+
+    public init(settings: CoordinatorSettings = .init(), logger: Logger = Logger(label: "condense.coordinator")) {
+        self.settings = settings
+        self.logger = logger
+        scheduler = EmbeddingScheduler(settings: settings, logger: logger)
+    }
+
+    /// Embedding workers registered now.
+    public var embeddingWorkerCount: Int {
+        get async { await scheduler.registeredWorkerCount }
+    }
+
+    /// Drops workers silent for `heartbeatTimeout`, checking four times per timeout, until cancelled.
+    public func monitorHeartbeats() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: settings.heartbeatTimeout / 4) } catch { return }
+            await scheduler.evictSilentWorkers()
+        }
+    }
+
+    public func register(in registry: inout RPCMethodRegistry) {
+        let scheduler = self.scheduler
+        let settings = self.settings
+        registry.bidirectional(Methods.WorkerService.connect.path) {
+            (requests: RPCMessageStream<WorkerMessage>, responses: RPCMessageWriter<CoordinatorMessage>, context) in
+            try await Self.serveWorkerSession(requests: requests, responses: responses, scheduler: scheduler, context: context)
+        }
+        registry.unary(Methods.EmbeddingService.health.path) { (request: HealthRequest, _) -> HealthResponse in
+            guard request.service.isEmpty || request.service == Methods.EmbeddingService.serviceName else {
+                return HealthResponse(status: .unknown, detail: "unknown service \(request.service)")
+            }
+            let workers = await scheduler.registeredWorkerCount
+            return workers == 0
+                ? HealthResponse(status: .notServing, detail: "no embedding workers")
+                : HealthResponse(status: .serving, detail: "\(workers) embedding worker\(workers == 1 ? "" : "s")")
+        }
+        registry.unary(Methods.EmbeddingService.embed.path) { (request: EmbedRequest, _) -> EmbedResponse in
+            guard !request.texts.isEmpty else { throw RPCError(code: .invalidArgument, message: "Embed without texts") }
+            guard request.texts.count <= settings.maxTextsPerRequest else {
+                throw RPCError(
+                    code: .invalidArgument,
+                    message: "\(request.texts.count) texts in one Embed call; the limit is \(settings.maxTextsPerRequest) (use EmbedStream for bulk work)")
+            }
+            try Self.checkOptions(request.options)
+            let (job, deliveries) = try await scheduler.openJob()
+            do {
+                try await scheduler.submit(
+                    job, Self.batches(request.texts, malformed: request.malformedTexts, firstIndex: 0, options: request.options,
+                                      batchTexts: settings.batchTexts),
+                    waitForRoom: false)
+                await scheduler.finishInput(job)
+                var results = [EmbeddingResult?](repeating: nil, count: request.texts.count)
+                for try await delivery in deliveries {
+                    for result in delivery.results where result.index < UInt64(results.count) {
+                        results[Int(result.index)] = result
+                    }
+                    await scheduler.acknowledge(job, count: delivery.results.count)
+                }
+                try Task.checkCancellation()
+                let summary = await scheduler.closeJob(job)
+                let complete = results.compactMap { $0 }
+                guard complete.count == results.count else {
+                    throw RPCError(code: .internal, message: "\(results.count - complete.count) results missing")
+                }
+                return EmbedResponse(results: complete, usage: summary?.usage, model: await Self.model(summary, scheduler))
+            } catch {
+                await scheduler.closeJob(job)
+                throw error
+            }
+        }
+        registry.bidirectional(Methods.EmbeddingService.embedStream.path) {
+            (requests: RPCMessageStream<EmbedStreamRequest>, responses: RPCMessageWriter<EmbedStreamResponse>, _) in
+            let (job, deliveries) = try await scheduler.openJob()
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        do {
+                            try await Self.readStreamInput(requests, job: job, scheduler: scheduler, settings: settings)
+                        } catch {
+                            // The writer below is waiting on deliveries: end them with the reason.
+                            let reason = error as? RPCError ?? RPCError(code: .internal, message: "\(error)")
+                            await scheduler.fail(job, reason)
+                        }
+                    }
+                    for try await delivery in deliveries {
+                        try await responses.write(EmbedStreamResponse(kind: .batch(EmbeddingBatch(results: delivery.results))))
+                        await scheduler.acknowledge(job, count: delivery.results.count)
+                    }
+                    try await group.waitForAll()
+                }
+                try Task.checkCancellation()
+                let summary = await scheduler.closeJob(job)
+                try await responses.write(EmbedStreamResponse(kind: .summary(EmbedStreamSummary(
+                    usage: summary?.usage ?? Usage(), model: await Self.model(summary, scheduler)))))
+            } catch {
+                await scheduler.closeJob(job)
+                throw error
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Reads EmbedStream input and queues it in batches of `batchTexts`, cut in input order.
+    private static func readStreamInput(
+        _ requests: RPCMessageStream<EmbedStreamRequest>, job: UInt64, scheduler: EmbeddingScheduler,
+        settings: CoordinatorSettings
+    ) async throws {
+        var options: EmbedOptions?
+        var started = false
+        var pending = EmbeddingScheduler.BatchInput(firstIndex: 0, texts: [], malformed: [], options: nil)
+        for try await chunk in requests {
+            if !started {
+                try checkOptions(chunk.options)
+                options = chunk.options
+                pending = EmbeddingScheduler.BatchInput(firstIndex: chunk.firstIndex, texts: [], malformed: [], options: options)
+                started = true
+            }
+            // Indexes continue where the previous chunk ended, as in the single-process server.
+            let expected = pending.firstIndex + UInt64(pending.texts.count)
+            guard chunk.firstIndex == expected || chunk.texts.isEmpty else {
+                throw RPCError(code: .invalidArgument, message: "chunk starts at index \(chunk.firstIndex), expected \(expected)")
+            }
+            pending.malformed += chunk.malformedTexts.map {
+                MalformedText(index: pending.texts.count + $0.index, bytes: $0.bytes)
+            }
+            pending.texts += chunk.texts
+            while pending.texts.count >= settings.batchTexts {
+                let (batch, rest) = split(pending, at: settings.batchTexts)
+                try await scheduler.submit(job, [batch], waitForRoom: true)
+                pending = rest
+            }
+        }
+        if !pending.texts.isEmpty { try await scheduler.submit(job, [pending], waitForRoom: true) }
+        await scheduler.finishInput(job)
+    }
+
+    /// The first `count` texts as a batch, and the rest renumbered after them.
+    private static func split(
+        _ input: EmbeddingScheduler.BatchInput, at count: Int
+    ) -> (EmbeddingScheduler.BatchInput, EmbeddingScheduler.BatchInput) {
+        let head = EmbeddingScheduler.BatchInput(
+            firstIndex: input.firstIndex, texts: Array(input.texts.prefix(count)),
+            malformed: input.malformed.filter { $0.index < count }, options: input.options)
+        let tail = EmbeddingScheduler.BatchInput(
+            firstIndex: input.firstIndex + UInt64(count), texts: Array(input.texts.dropFirst(count)),
+            malformed: input.malformed.filter { $0.index >= count }.map { MalformedText(index: $0.index - count, bytes: $0.bytes) },
+            options: input.options)
+        return (head, tail)
+    }
+
+    /// `texts` cut into batches of `batchTexts`.
+    private static func batches(
+        _ texts: [String], malformed: [MalformedText], firstIndex: UInt64, options: EmbedOptions?, batchTexts: Int
+    ) -> [EmbeddingScheduler.BatchInput] {
+        var remaining = EmbeddingScheduler.BatchInput(firstIndex: firstIndex, texts: texts, malformed: malformed, options: options)
+        var result: [EmbeddingScheduler.BatchInput] = []
+        while remaining.texts.count > batchTexts {
+            let (batch, rest) = split(remaining, at: batchTexts)
+            result.append(batch)
+            remaining = rest
+        }
+        result.append(remaining)
+        return result
+    }
+
+    /// The option checks that need no model: prompt syntax and adapters (none on this path).
+    private static func checkOptions(_ options: EmbedOptions?) throws(RPCError) {
+        guard let options else { return }
+        guard options.adapterID.isEmpty else {
+            throw RPCError(code: .notFound, message: "unknown adapter '\(options.adapterID)'")
+        }
+        do {
+            switch options.prompt {
+            case .promptName(let name): _ = try PromptTemplate(nameOrTemplate: name)
+            case .promptTemplate(let template): _ = try PromptTemplate(nameOrTemplate: template)
+            case nil: break
+            }
+        } catch {
+            throw RPCError(code: .invalidArgument, message: error.description)
+        }
+    }
+
+    private static func model(_ summary: JobSummary?, _ scheduler: EmbeddingScheduler) async -> String {
+        if let model = summary?.model, !model.isEmpty { return model }
+        return await scheduler.anyModel
+    }
+
+    /// One worker's Connect call: Register, then heartbeats and results; assignments go out as
+    /// the scheduler hands them over. The session ends when either side ends it.
+    private static func serveWorkerSession(
+        requests: RPCMessageStream<WorkerMessage>, responses: RPCMessageWriter<CoordinatorMessage>,
+        scheduler: EmbeddingScheduler, context: RPCContext
+    ) async throws {
+        let (session, outbound) = await scheduler.openSession()
+        var reason = "session ended by the worker"
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await message in requests {
+                        switch message.kind {
+                        case .registration(let registration): try await scheduler.register(session, registration)
+                        case .heartbeat(let heartbeat): await scheduler.heartbeat(session, heartbeat)
+                        case .embedResult(let result): await scheduler.complete(session, result)
+                        case .trainEvent:
+                            throw RPCError(code: .unimplemented, message: "training workers are not supported yet")
+                        case nil:
+                            throw RPCError(code: .invalidArgument, message: "WorkerMessage without a kind")
+                        }
+                    }
+                }
+                group.addTask {
+                    for await message in outbound { try await responses.write(message) }
+                }
+                // Either direction ending ends the session.
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            reason = "\(error)"
+            await scheduler.endSession(session, reason: reason)
+            throw error
+        }
+        await scheduler.endSession(session, reason: reason)
+        context.logger.debug("worker session closed", metadata: ["peer": "\(context.peer)"])
+    }
+}

@@ -1,0 +1,250 @@
+import CondenseEmbedding
+import CondenseRPC
+import CondenseServer
+import CondenseWire
+import Foundation
+import Logging
+
+/// Where a worker finds its coordinator and how it keeps the session alive.
+public struct EmbeddingWorkerConfiguration: Sendable {
+    public var coordinatorHost: String
+    public var coordinatorPort: Int
+    /// Stable id among workers (the coordinator replaces an older session with the same id).
+    public var workerID: String
+    /// Sent as `authorization: Bearer <token>` when set.
+    public var authToken: String?
+    /// How often a heartbeat goes out; keep it well under the coordinator's heartbeat timeout.
+    public var heartbeatInterval: Duration
+    /// First wait before reconnecting after a lost session; doubles per failed attempt up to `maxReconnectDelay`.
+    public var reconnectDelay: Duration
+    public var maxReconnectDelay: Duration
+    /// Defaults for options a request leaves unset (must match across workers of one coordinator).
+    public var settings: EmbeddingServiceSettings
+    /// Compute threads reported in Register (the BLAS threads of a forward pass).
+    public var threads: Int
+
+    public init(
+        coordinatorHost: String, coordinatorPort: Int, workerID: String, authToken: String? = nil,
+        heartbeatInterval: Duration = .seconds(2), reconnectDelay: Duration = .milliseconds(250),
+        maxReconnectDelay: Duration = .seconds(10), settings: EmbeddingServiceSettings = .init(),
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) {
+        self.coordinatorHost = coordinatorHost
+        self.coordinatorPort = coordinatorPort
+        self.workerID = workerID
+        self.authToken = authToken
+        self.heartbeatInterval = heartbeatInterval
+        self.reconnectDelay = reconnectDelay
+        self.maxReconnectDelay = maxReconnectDelay
+        self.settings = settings
+        self.threads = threads
+    }
+}
+
+/// Why a worker stopped for good.
+public enum EmbeddingWorkerError: Error, CustomStringConvertible, Sendable {
+    /// The coordinator refused the session (e.g. bad registration); retrying would not help.
+    case rejected(RPCError)
+
+    public var description: String {
+        switch self {
+        case .rejected(let error): "the coordinator rejected this worker: \(error)"
+        }
+    }
+}
+
+/// An embedding worker: dials the coordinator, registers, sends heartbeats, and runs EmbedBatch
+/// assignments one at a time on the compute queue with the same code path as the single-process
+/// server (`EmbeddingServiceProvider.embed`), so a batch yields the same bytes on any worker.
+/// Reconnects with exponential backoff when the session is lost.
+public struct EmbeddingWorker: Sendable {
+    private let configuration: EmbeddingWorkerConfiguration
+    private let embedder: Embedder
+    /// Reported in Register and, through the coordinator, to clients (e.g. the model file name).
+    private let modelID: String
+    private let logger: Logger
+
+    public init(
+        configuration: EmbeddingWorkerConfiguration, embedder: Embedder, modelID: String,
+        logger: Logger = Logger(label: "condense.worker")
+    ) {
+        self.configuration = configuration
+        self.embedder = embedder
+        self.modelID = modelID
+        self.logger = logger
+    }
+
+    /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
+    public func run() async throws(EmbeddingWorkerError) {
+        var delay = configuration.reconnectDelay
+        while !Task.isCancelled {
+            let outcome: SessionOutcome
+            do {
+                let client = try await RPCClient.connect(
+                    host: configuration.coordinatorHost, port: configuration.coordinatorPort,
+                    authToken: configuration.authToken, logger: logger)
+                delay = configuration.reconnectDelay
+                outcome = await runSession(client)
+                await client.close()
+            } catch {
+                outcome = .lost("\(error)")
+            }
+            switch outcome {
+            case .drained:
+                logger.notice("drained by the coordinator")
+                return
+            case .rejected(let error):
+                throw .rejected(error)
+            case .lost(let reason):
+                if Task.isCancelled { return }
+                logger.warning("coordinator session lost; reconnecting", metadata: ["reason": "\(reason)", "delay": "\(delay)"])
+                do { try await Task.sleep(for: delay) } catch { return }
+                delay = min(delay * 2, configuration.maxReconnectDelay)
+            }
+        }
+    }
+
+    private enum SessionOutcome {
+        case drained
+        case rejected(RPCError)
+        case lost(String)
+    }
+
+    private func runSession(_ client: RPCClient) async -> SessionOutcome {
+        let (outbound, outboundContinuation) = AsyncStream<WorkerMessage>.makeStream()
+        let (assignments, assignmentContinuation) = AsyncStream<Assignment>.makeStream()
+        let state = SessionState()
+        let registration = Register(
+            workerID: configuration.workerID, kind: .embed, models: [modelID], adaptersCached: [],
+            threads: UInt32(clamping: configuration.threads),
+            memoryBytes: ProcessInfo.processInfo.physicalMemory)
+        let heartbeatInterval = configuration.heartbeatInterval
+        do {
+            let drained = try await client.bidirectional(
+                Methods.WorkerService.connect.path, requestType: WorkerMessage.self, responseType: CoordinatorMessage.self,
+                sendRequests: { writer in
+                    try await writer.write(WorkerMessage(kind: .registration(registration)))
+                    for await message in outbound { try await writer.write(message) }
+                },
+                handleResponses: { responses in
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            while true {
+                                try await Task.sleep(for: heartbeatInterval)
+                                let (load, depth) = await state.takeLoad()
+                                outboundContinuation.yield(WorkerMessage(kind: .heartbeat(Heartbeat(
+                                    load: load, queueDepth: UInt32(depth)))))
+                            }
+                        }
+                        group.addTask {
+                            for await assignment in assignments {
+                                if let result = await run(assignment, state: state) {
+                                    outboundContinuation.yield(WorkerMessage(kind: .embedResult(result)))
+                                }
+                                await state.finished(assignment.assignmentID)
+                            }
+                            // Drained: every assignment answered; ending the input ends the session.
+                            outboundContinuation.finish()
+                        }
+                        var drained = false
+                        for try await message in responses {
+                            switch message.kind {
+                            case .assignment(let assignment):
+                                await state.received(assignment.assignmentID)
+                                assignmentContinuation.yield(assignment)
+                            case .cancel(let cancel):
+                                await state.cancel(cancel.assignmentID)
+                            case .drain(let drain):
+                                logger.notice("draining", metadata: ["reason": "\(drain.reason)"])
+                                drained = true
+                                assignmentContinuation.finish()
+                            case nil:
+                                break
+                            }
+                        }
+                        group.cancelAll()
+                        return drained
+                    }
+                })
+            outboundContinuation.finish()
+            assignmentContinuation.finish()
+            return drained ? .drained : .lost("the coordinator ended the session")
+        } catch let error as RPCError {
+            outboundContinuation.finish()
+            assignmentContinuation.finish()
+            switch error.code {
+            case .invalidArgument, .unimplemented, .unauthenticated, .permissionDenied: return .rejected(error)
+            default: return .lost("\(error)")
+            }
+        } catch {
+            outboundContinuation.finish()
+            assignmentContinuation.finish()
+            return .lost("\(error)")
+        }
+    }
+
+    /// Embeds one assignment; nil when it was cancelled before it ran or is not embedding work.
+    private func run(_ assignment: Assignment, state: SessionState) async -> EmbedBatchResult? {
+        guard await !state.isCancelled(assignment.assignmentID) else { return nil }
+        guard case .embed(let batch) = assignment.work else {
+            logger.error("assignment without embedding work", metadata: ["assignment": "\(assignment.assignmentID)"])
+            return nil
+        }
+        var usage = Usage()
+        let results: [EmbeddingResult]
+        let started = ContinuousClock.now
+        do {
+            let options = try EmbeddingServiceProvider.embeddingOptions(
+                batch.options, settings: configuration.settings, embedder: embedder)
+            results = try await EmbeddingServiceProvider.embed(
+                batch.texts, malformed: batch.malformedTexts, firstIndex: 0, options: options,
+                precision: EmbeddingServiceProvider.precision(batch.options?.precision), embedder: embedder,
+                usage: &usage)
+        } catch let error as RPCError {
+            // Options this model cannot honour (e.g. too many dimensions): every item fails, saying why.
+            usage = Usage(failedItems: UInt64(batch.texts.count))
+            let itemError = ItemError(
+                code: .internal, message: "options rejected by worker \(configuration.workerID): \(error.message)")
+            results = batch.texts.indices.map { EmbeddingResult(index: UInt64($0), error: itemError) }
+        } catch {
+            // Cancelled: the session is ending and nobody waits for this result.
+            return nil
+        }
+        await state.addBusy(ContinuousClock.now - started)
+        return EmbedBatchResult(assignmentID: assignment.assignmentID, results: results, usage: usage)
+    }
+}
+
+/// Assignments of one session that are received and not finished, those cancelled, and the time
+/// spent computing since the last heartbeat.
+private actor SessionState {
+    private var pending: Set<String> = []
+    private var cancelled: Set<String> = []
+    private var busy: Duration = .zero
+    private var since = ContinuousClock.now
+
+    /// Fraction of the time since the last call spent embedding (0 to 1), and the queue depth.
+    func takeLoad() -> (load: Float, queueDepth: Int) {
+        let now = ContinuousClock.now
+        let elapsed = now - since
+        let load = elapsed > .zero ? Float(min(1, busy / elapsed)) : 0
+        busy = .zero
+        since = now
+        return (load, pending.count)
+    }
+
+    func addBusy(_ duration: Duration) { busy += duration }
+
+    func received(_ id: String) { pending.insert(id) }
+
+    func cancel(_ id: String) {
+        if pending.contains(id) { cancelled.insert(id) }
+    }
+
+    func isCancelled(_ id: String) -> Bool { cancelled.contains(id) }
+
+    func finished(_ id: String) {
+        pending.remove(id)
+        cancelled.remove(id)
+    }
+}

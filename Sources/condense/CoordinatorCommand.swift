@@ -1,0 +1,90 @@
+import ArgumentParser
+import CondenseCoordinator
+import CondenseRPC
+import Foundation
+import Logging
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Serve the embedding API by spreading batches over workers that dial in (condense worker embed).")
+
+    @Option(help: "Address clients and workers connect to, HOST:PORT.")
+    var listen: HostPort = HostPort(argument: "127.0.0.1:7433")!
+    @Option(help: "Directory for the coordinator's state (created if missing).")
+    var state: String
+    @Option(help: "File holding a shared secret; every call (clients and workers) must then send 'authorization: Bearer <secret>'.")
+    var authTokenFile: String?
+    @Option(help: "Texts per batch handed to a worker.")
+    var batchTexts: Int = 64
+    @Option(help: "Most texts accepted and not yet delivered over all calls; beyond it calls get RESOURCE_EXHAUSTED.")
+    var maxQueuedTexts: Int = 16_384
+    @Option(help: "Most texts one EmbedStream may have in flight before its input is read further.")
+    var streamWindowTexts: Int = 1024
+    @Option(help: "Seconds without any message after which a worker is dropped and its batches re-run elsewhere.")
+    var heartbeatTimeout: Int = 15
+    @Option(help: "Largest accepted frame in bytes.")
+    var maxFrameSize: Int = 16 * 1024 * 1024
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        Condense.bootstrapLogging(level: logLevel)
+        let logger = Logger(label: "condense.coordinator")
+        guard batchTexts > 0, maxQueuedTexts > 0, streamWindowTexts > 0, heartbeatTimeout > 0 else {
+            throw CLIFailure("--batch-texts, --max-queued-texts, --stream-window-texts and --heartbeat-timeout must be positive")
+        }
+        let token = try authTokenFile.map(authToken(fromFile:))
+        let service = CoordinatorService(
+            settings: CoordinatorSettings(
+                batchTexts: batchTexts, maxQueuedTexts: maxQueuedTexts, streamWindowTexts: streamWindowTexts,
+                heartbeatTimeout: .seconds(heartbeatTimeout)),
+            logger: logger)
+        // Workers keep their session open between batches: the idle timeout must not cut it, so it
+        // is well above the heartbeat interval workers use (2 s).
+        let server = RPCServer(
+            configuration: .init(
+                host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: token,
+                idleTimeout: .seconds(max(60, heartbeatTimeout * 4))),
+            services: [service])
+        let port = try await server.start()
+        try writeStateFile(address: "\(listen.host):\(port)")
+        logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "state": "\(state)"])
+
+        let monitor = Task { await service.monitorHeartbeats() }
+        await ShutdownSignal.wait()
+        logger.notice("shutting down: draining in-flight calls")
+        monitor.cancel()
+        try await server.stop()
+    }
+
+    /// The embedding path keeps no state yet (job state comes with fine-tuning); the directory
+    /// holds `coordinator.json` with the bound address, so tools and tests can find the port.
+    private func writeStateFile(address: String) throws {
+        let directory = URL(fileURLWithPath: state, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let json = try JSONEncoder().encode(
+                CoordinatorStateFile(listen: address, pid: ProcessInfo.processInfo.processIdentifier))
+            try json.write(to: directory.appendingPathComponent("coordinator.json"), options: .atomic)
+        } catch {
+            throw CLIFailure("cannot write the state directory \(state): \(error)")
+        }
+    }
+}
+
+/// `coordinator.json` in the state directory.
+struct CoordinatorStateFile: Codable {
+    var listen: String
+    var pid: Int32
+}
+
+/// The shared secret in `path`, trimmed; used by the coordinator and its workers.
+func authToken(fromFile path: String) throws -> String {
+    guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw CLIFailure("cannot read auth token file \(path)")
+    }
+    let token = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard !token.isEmpty else { throw CLIFailure("auth token file \(path) is empty") }
+    return token
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import CondenseEmbedding
+import CondenseServer
+import CondenseTensor
+import CondenseWorker
+import Foundation
+import Logging
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Run a worker that dials a coordinator and takes its assignments.",
+        subcommands: [WorkerEmbedCommand.self])
+}
+
+struct WorkerEmbedCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embed", abstract: "Embedding worker: runs the coordinator's EmbedBatch assignments.")
+
+    @Option(help: "The coordinator's address, HOST:PORT.")
+    var coordinator: HostPort
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Worker id, unique among the coordinator's workers (default: host name and process id).")
+    var workerID: String?
+    @Option(help: "File holding the coordinator's shared secret.")
+    var authTokenFile: String?
+    @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
+    var heartbeatInterval: Int = 2
+    @Option(help: "Prompt for requests that name none (same on every worker): a built-in name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text}.")
+    var defaultPrompt: String = "none"
+    @Option(help: "Pooling for requests that leave it unspecified (same on every worker): mean, last, eos, weighted-mean.")
+    var defaultPooling: String = "mean"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        Condense.bootstrapLogging(level: logLevel)
+        let logger = Logger(label: "condense.worker")
+        guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
+        let prompt: PromptTemplate
+        do { prompt = try PromptTemplate(nameOrTemplate: defaultPrompt) } catch { throw CLIFailure("--default-prompt: \(error)") }
+        guard let pooling = Pooling(rawValue: defaultPooling) else {
+            throw CLIFailure("--default-pooling must be one of \(Pooling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let token = try authTokenFile.map(authToken(fromFile:))
+        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        logger.info(
+            "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
+                                   "threads": "\(BLASRuntime.threads)"])
+
+        // Loaded the way `condense serve` loads it, so both compute the same vectors.
+        let host = ModelHost(logger: logger)
+        await host.load(path: modelOptions.model)
+        guard let served = await host.servedModel else { throw CLIFailure("cannot load the model \(modelOptions.model)") }
+
+        let worker = EmbeddingWorker(
+            configuration: EmbeddingWorkerConfiguration(
+                coordinatorHost: coordinator.host, coordinatorPort: coordinator.port, workerID: id, authToken: token,
+                heartbeatInterval: .seconds(heartbeatInterval),
+                settings: EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling),
+                threads: BLASRuntime.threads),
+            embedder: served.embedder, modelID: served.modelID, logger: logger)
+        logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(served.modelID)"])
+        let running = Task { try await worker.run() }
+        let stop = Task {
+            await ShutdownSignal.wait()
+            running.cancel()
+        }
+        defer { stop.cancel() }
+        do {
+            try await running.value
+        } catch {
+            throw CLIFailure("\(error)")
+        }
+    }
+}
