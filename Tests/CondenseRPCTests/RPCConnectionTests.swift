@@ -159,7 +159,8 @@ struct RPCConnectionTests {
     }
 
     @Test func halfFrameClientIsDisconnected() async throws {
-        try await withServer(RPCServer.Configuration(idleTimeout: .milliseconds(200))) { _, port in
+        // Long enough that the half frame surely arrives before the timeout, even on a loaded machine.
+        try await withServer(RPCServer.Configuration(idleTimeout: .seconds(2))) { _, port in
             try await withRawPeer(port: port) { peer in
                 try await peer.send(bytes: [0, 0, 0, 20, 8, 1])  // 20-byte frame, 2 bytes sent
                 let received = try await peer.readUntilClosed()
@@ -169,11 +170,11 @@ struct RPCConnectionTests {
     }
 
     @Test func keepAlivePingsHoldAnIdleClientConnection() async throws {
-        try await withServer(RPCServer.Configuration(idleTimeout: .milliseconds(500))) { _, port in
+        try await withServer(RPCServer.Configuration(idleTimeout: .seconds(1))) { _, port in
             let kept = try await RPCClient.connect(
-                host: "127.0.0.1", port: port, keepAliveInterval: .milliseconds(100), logger: quietLogger)
+                host: "127.0.0.1", port: port, keepAliveInterval: .milliseconds(200), logger: quietLogger)
             let idle = try await RPCClient.connect(host: "127.0.0.1", port: port, logger: quietLogger)
-            try await Task.sleep(for: .milliseconds(1_500))  // several idle timeouts
+            try await Task.sleep(for: .seconds(3))  // several idle timeouts
             #expect(try await kept.unary("/test.Echo/Unary", request: TestText("alive"), responseType: TestText.self).text == "alive")
             let code = await statusCode {
                 _ = try await idle.unary("/test.Echo/Unary", request: TestText("gone"), responseType: TestText.self)
@@ -186,13 +187,13 @@ struct RPCConnectionTests {
 
     @Test func quietConnectionWithCallInProgressStaysOpen() async throws {
         let probe = Probe()
-        try await withServer(RPCServer.Configuration(idleTimeout: .milliseconds(500)), probe: probe) { _, port in
+        try await withServer(RPCServer.Configuration(idleTimeout: .seconds(1)), probe: probe) { _, port in
             let client = try await RPCClient.connect(host: "127.0.0.1", port: port, logger: quietLogger)
             let call = Task {
                 try await client.unary("/test.Echo/Gate", request: TestText("quiet"), responseType: TestText.self)
             }
             try await probe.waitUntil("the handler started") { probe.contains("entered quiet") }
-            try await Task.sleep(for: .milliseconds(1_500))  // several idle periods
+            try await Task.sleep(for: .seconds(3))  // several idle periods
             probe.gateOpen.store(true, ordering: .relaxed)
             #expect(try await call.value == TestText("passed quiet"))
             await client.close()

@@ -53,7 +53,9 @@ final class Probe: Sendable {
     func waitUntil(
         _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool
     ) async throws {
-        for _ in 0..<2_000 {
+        // A wall-clock bound, not a poll count: under a loaded CI machine sleeps overrun.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             if condition() { return }
             try await Task.sleep(for: .milliseconds(5))
         }
