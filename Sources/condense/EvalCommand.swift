@@ -28,6 +28,15 @@ struct EvalEmbeddingOptions: ParsableArguments {
     var maxTokens = EmbeddingOptions.defaultMaxTokens
     @Option(help: "Most tokens per forward batch.")
     var tokenBudget = Embedder.defaultTokenBudget
+    @Option(help: "Use only the first N items of each dataset (as MTEB's `limit`).")
+    var limit: Int?
+
+    /// The first `limit` elements (all without a limit).
+    func limited<Element>(_ items: [Element]) throws -> [Element] {
+        guard let limit else { return items }
+        guard limit >= 1 else { throw CLIFailure("--limit must be at least 1") }
+        return Array(items.prefix(limit))
+    }
 
     func template() throws -> PromptTemplate {
         do { return try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
@@ -110,7 +119,10 @@ struct EvalClusteringCommand: ParsableCommand {
         let poolings = try embedding.poolings()
         var loaded: [ClusteringDataset] = []
         for path in datasets {
-            do { loaded.append(try ClusteringDataset.read(path: path)) } catch { throw CLIFailure("\(error)") }
+            let dataset: ClusteringDataset
+            do { dataset = try ClusteringDataset.read(path: path) } catch { throw CLIFailure("\(error)") }
+            loaded.append(ClusteringDataset(
+                name: dataset.name, texts: try embedding.limited(dataset.texts), labels: try embedding.limited(dataset.labels)))
         }
         let embedder = try embedding.loadEmbedder()
         let matrices = try embedding.embed(loaded.flatMap(\.texts), with: embedder, poolings: poolings)
@@ -174,7 +186,9 @@ struct EvalSTSCommand: ParsableCommand {
     func run() throws {
         let poolings = try embedding.poolings()
         let pairs: [STSPair]
-        do { pairs = try STSDataset.read(path: file) } catch { throw CLIFailure("\(error)") }
+        do { pairs = try embedding.limited(STSDataset.read(path: file)) } catch let failure as CLIFailure {
+            throw failure
+        } catch { throw CLIFailure("\(error)") }
         let embedder = try embedding.loadEmbedder()
         let matrices = try embedding.embed(pairs.map(\.sentence1) + pairs.map(\.sentence2), with: embedder, poolings: poolings)
         let name = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
