@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------
 apt_packages=(libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libopenblas-dev pkg-config
-              python3 python3-pip valgrind iproute2)
+              python3 python3-pip python3-venv valgrind iproute2 systemd)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

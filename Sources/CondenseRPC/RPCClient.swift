@@ -34,7 +34,8 @@ public final class RPCClient: Sendable {
         do {
             // The handler is installed before the connection reads anything.
             let (channel, connection) = try await ClientBootstrap(group: group)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                // TCP level: at socket level the same number is SO_DEBUG, which non-root users may not set.
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let handler = ClientConnectionHandler(
