@@ -11,28 +11,11 @@ struct RopeOp: Sendable {
     let negatedSin: [Float]
 
     init(config: ModelConfig, positions: Int) {
-        table = RotaryTable(inverseFrequencies: Self.inverseFrequencies(config), positions: positions)
+        table = RotaryTable(
+            inverseFrequencies: RotaryFrequencies.inverse(
+                headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling),
+            positions: positions)
         negatedSin = table.sin.map { -$0 }
-    }
-
-    /// θᵢ = theta^(−2i/headDim), with Llama 3.x frequency-dependent scaling, exactly as the inference
-    /// engine computes them (`CondenseModel`'s `RotaryFrequencies` is internal to that module).
-    static func inverseFrequencies(_ config: ModelConfig) -> [Double] {
-        let headDim = config.headDim
-        let base = (0..<(headDim / 2)).map { 1 / pow(Double(config.ropeTheta), Double(2 * $0) / Double(headDim)) }
-        guard let scaling = config.ropeScaling else { return base }
-        let factor = Double(scaling.factor)
-        let low = Double(scaling.lowFreqFactor), high = Double(scaling.highFreqFactor)
-        let originalContext = Double(scaling.originalMaxPositionEmbeddings)
-        let lowFrequencyWavelength = originalContext / low
-        let highFrequencyWavelength = originalContext / high
-        return base.map { frequency in
-            let wavelength = 2 * Double.pi / frequency
-            if wavelength < highFrequencyWavelength { return frequency }
-            if wavelength > lowFrequencyWavelength { return frequency / factor }
-            let smooth = (originalContext / wavelength - low) / (high - low)
-            return (1 - smooth) * frequency / factor + smooth * frequency
-        }
     }
 
     /// Rotates `heads` head vectors of `headDim` in each row, in place; row `i` of sequence `s` is at

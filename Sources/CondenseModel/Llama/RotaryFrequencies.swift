@@ -3,8 +3,8 @@ import Foundation
 /// RoPE inverse frequencies θᵢ = theta^(−2i/headDim), i < headDim/2, with Llama 3.x frequency-dependent
 /// scaling when configured (as HF `_compute_llama3_parameters`): long wavelengths are divided by
 /// `factor`, short ones kept, and the band in between interpolated smoothly.
-enum RotaryFrequencies {
-    static func inverse(headDim: Int, theta: Float, scaling: Llama3RopeScaling?) -> [Double] {
+public enum RotaryFrequencies {
+    public static func inverse(headDim: Int, theta: Float, scaling: Llama3RopeScaling?) -> [Double] {
         let base = (0..<(headDim / 2)).map { 1 / pow(Double(theta), Double(2 * $0) / Double(headDim)) }
         guard let scaling else { return base }
         let factor = Double(scaling.factor)
