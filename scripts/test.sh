@@ -12,6 +12,9 @@ echo "== generated protobuf code is up to date"
 scripts/gen-protos.sh --check
 python3 scripts/gen-wire-swift.py --check
 
+echo "== tiny random-weight test models (GGUF + safetensors), written from a fixed seed"
+python3 scripts/gen-test-models.py
+
 echo "== swift test"
 swift build --build-tests
 # Serial: several suites run real servers with timeouts, and others run long blocking forward
