@@ -146,7 +146,13 @@ let package = Package(
             name: "CondenseTrainingTests", dependencies: ["CondenseTraining", "CondenseModel", "CondenseTensor", "CondenseEmbedding"],
             swiftSettings: vectorized
         ),
-        .testTarget(name: "CondenseServerTests", dependencies: ["CondenseServer", "CondenseRPC"]),
+        .testTarget(
+            name: "CondenseServerTests",
+            dependencies: [
+                "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CondenseCoordinatorTests",
             dependencies: [
