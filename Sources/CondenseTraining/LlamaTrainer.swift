@@ -308,47 +308,14 @@ public final class LlamaTrainer {
         }
     }
 
-    /// Shapes the raw-pointer passes rely on.
+    /// Shapes the raw-pointer passes rely on: the engine's own checks, plus what training adds
+    /// (at least one layer; q/k norms in every layer or none, since the layout is shared).
     private static func validate(_ weights: ModelWeights) throws(TrainingError) {
-        let c = weights.config
-        guard c.hiddenSize > 0, c.intermediateSize > 0, c.vocabSize > 0, c.headDim > 0, c.headDim % 2 == 0,
-              c.headCount > 0, c.kvHeadCount > 0, c.headCount % c.kvHeadCount == 0, c.layerCount == weights.layers.count,
-              c.layerCount > 0, c.maxPositionEmbeddings > 0
-        else {
-            throw .invalidModel("configuration \(c.headCount) heads / \(c.kvHeadCount) kv heads of dim \(c.headDim), "
-                                + "\(c.layerCount) layers for \(weights.layers.count) given")
-        }
-        let q = c.headCount * c.headDim, kv = c.kvHeadCount * c.headDim
-        func check(_ name: String, _ m: Matrix, _ rows: Int, _ cols: Int) throws(TrainingError) {
-            guard m.rows == rows, m.cols == cols, m.data.count == rows * cols else {
-                throw .invalidModel("\(name) is \(m.rows)x\(m.cols), expected \(rows)x\(cols)")
-            }
-        }
-        func check(_ name: String, _ vector: [Float]?, _ count: Int) throws(TrainingError) {
-            if let vector, vector.count != count { throw .invalidModel("\(name) has \(vector.count) values, expected \(count)") }
-        }
-        try check("token_embd", weights.tokenEmbedding, c.vocabSize, c.hiddenSize)
-        try check("output_norm", weights.finalNorm, c.hiddenSize)
-        let headNorm = weights.layers.first?.qNorm != nil
-        for (index, layer) in weights.layers.enumerated() {
-            let p = "blk.\(index)."
-            try check(p + "attn_norm", layer.attentionNorm, c.hiddenSize)
-            try check(p + "attn_q", layer.wq, q, c.hiddenSize)
-            try check(p + "attn_k", layer.wk, kv, c.hiddenSize)
-            try check(p + "attn_v", layer.wv, kv, c.hiddenSize)
-            try check(p + "attn_output", layer.wo, c.hiddenSize, q)
-            try check(p + "attn_q.bias", layer.qBias, q)
-            try check(p + "attn_k.bias", layer.kBias, kv)
-            try check(p + "attn_v.bias", layer.vBias, kv)
-            try check(p + "attn_q_norm", layer.qNorm, c.headDim)
-            try check(p + "attn_k_norm", layer.kNorm, c.headDim)
-            guard (layer.qNorm != nil) == headNorm, (layer.kNorm != nil) == headNorm else {
-                throw .invalidModel("\(p)attn_q_norm/attn_k_norm must be present in every layer or in none")
-            }
-            try check(p + "ffn_norm", layer.ffnNorm, c.hiddenSize)
-            try check(p + "ffn_gate", layer.wGate, c.intermediateSize, c.hiddenSize)
-            try check(p + "ffn_up", layer.wUp, c.intermediateSize, c.hiddenSize)
-            try check(p + "ffn_down", layer.wDown, c.hiddenSize, c.intermediateSize)
+        do { try LlamaModel.validate(weights) } catch { throw .invalidModel(error.description) }
+        guard !weights.layers.isEmpty else { throw .invalidModel("the model has no layers") }
+        let headNorm = weights.layers[0].qNorm != nil
+        guard weights.layers.allSatisfy({ ($0.qNorm != nil) == headNorm }) else {
+            throw .invalidModel("attn_q_norm/attn_k_norm must be present in every layer or in none")
         }
     }
 }

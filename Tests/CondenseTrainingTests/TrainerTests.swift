@@ -168,7 +168,7 @@ import Testing
         }
         var broken = weights
         broken.layers[1].wUp = Matrix(zeros: 3, 3)
-        #expect(throws: TrainingError.invalidModel("blk.1.ffn_up is 3x3, expected 48x32")) {
+        #expect(throws: TrainingError.invalidModel("weight blk.1.ffn_up has shape 3x3, expected 48x32")) {
             try LlamaTrainer(weights: broken, configuration: Self.configuration())
         }
         let otherLayout = LoRALayout(configuration: LoRAConfiguration(rank: 2), model: weights.config)

@@ -29,7 +29,7 @@ struct LlamaBlock: Sendable {
 extension LlamaModel {
     /// Checks every tensor's shape against the configuration, so a malformed model fails here with the
     /// tensor's name instead of reading out of bounds later.
-    static func validate(_ weights: ModelWeights) throws(LlamaModelError) {
+    public static func validate(_ weights: ModelWeights) throws(LlamaModelError) {
         let c = weights.config
         guard c.hiddenSize > 0, c.intermediateSize > 0, c.vocabSize > 0, c.headDim > 0, c.headDim % 2 == 0,
               c.headCount > 0, c.kvHeadCount > 0, c.headCount % c.kvHeadCount == 0, c.layerCount == weights.layers.count,
