@@ -1,3 +1,5 @@
+import CondenseModel
+
 /// Why a training configuration or batch was refused.
 public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A hyperparameter outside its valid range, e.g. `rank 0` or `temperature -1`.
@@ -14,6 +16,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     case textTooLong(text: Int, length: Int, limit: Int)
     /// An adapter whose layout does not match the model or configuration it is used with.
     case adapterMismatch(String)
+    /// PEFT adapter files that could not be read or written, or that do not fit the model.
+    case adapterFile(AdapterError)
 
     public var description: String {
         switch self {
@@ -25,6 +29,7 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
             "token id \(token) at position \(position) of text \(text) is outside the vocabulary 0..<\(vocabSize)"
         case let .textTooLong(text, length, limit): "text \(text) has \(length) tokens; at most \(limit) are supported"
         case let .adapterMismatch(reason): "LoRA adapter does not fit: \(reason)"
+        case let .adapterFile(error): "\(error)"
         }
     }
 }

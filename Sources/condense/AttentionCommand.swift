@@ -14,23 +14,35 @@ struct AttentionCommand: ParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once.")
-    var prompt = "none"
-    @Option(help: "last (final token of the prompted text) or eos (EOS id appended).")
-    var pooling = Pooling.last.rawValue
+    @OptionGroup var adapterOptions: AdapterOptions
+    // Optional so that an adapter's recipe can supply them (the defaults are in the help).
+    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once. (default: none)")
+    var prompt: String?
+    @Option(help: "last (final token of the prompted text) or eos (EOS id appended). (default: last)")
+    var pooling: String?
     @Option(help: "The text to analyse.")
     var text: String
     @Option(help: "Write an SVG bar chart to this file.")
     var svg: String?
 
     func run() throws {
-        guard let pooling = Pooling(rawValue: pooling), pooling == .last || pooling == .eos else {
-            throw CLIFailure("--pooling must be last or eos for the attention analysis")
+        let givenPooling = try pooling.map { name in
+            guard let pooling = Pooling(rawValue: name), pooling == .last || pooling == .eos else {
+                throw CLIFailure("--pooling must be last or eos for the attention analysis")
+            }
+            return pooling
         }
-        let template: PromptTemplate
-        do { template = try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
-        let embedder: Embedder
-        do { embedder = try Embedder.load(modelPath: modelOptions.model) } catch { throw CLIFailure("\(error)") }
+        let givenTemplate: PromptTemplate?
+        do { givenTemplate = try prompt.map { name throws(EmbeddingError) in try PromptTemplate(nameOrTemplate: name) } } catch {
+            throw CLIFailure("\(error)")
+        }
+        var recipe = try adapterOptions.recipeDefaults()
+        let template = recipe.pick(givenTemplate, from: { $0.prompt }, default: .none, describe: { "prompt \($0.label)" })
+        // The analysis reads one final token: a recipe's mean or weighted-mean pooling does not apply.
+        let pooling = recipe.pick(givenPooling, from: { [.last, .eos].contains($0.pooling) ? $0.pooling : nil }, default: .last,
+                                  describe: { "pooling \($0.rawValue)" })
+        recipe.announce()
+        let embedder = try adapterOptions.loadEmbedder(modelPath: modelOptions.model)
 
         let prepared: PreparedText
         let attention: [Double]

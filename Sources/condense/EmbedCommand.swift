@@ -13,18 +13,20 @@ struct EmbedCommand: ParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once.")
-    var prompt = "none"
-    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var pooling = Pooling.mean.rawValue
-    @Flag(help: "L2-normalize the vectors.")
-    var normalize = false
-    @Flag(help: "Pool only over the text's own tokens (mean and weighted-mean).")
-    var excludePrompt = false
+    @OptionGroup var adapterOptions: AdapterOptions
+    // Optional so that an adapter's recipe can supply the settings left out (the defaults are in the help).
+    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once. (default: none)")
+    var prompt: String?
+    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")). (default: mean)")
+    var pooling: String?
+    @Flag(inversion: .prefixedNo, help: "L2-normalize the vectors.")
+    var normalize: Bool?
+    @Flag(inversion: .prefixedNo, help: "Pool only over the text's own tokens (mean and weighted-mean).")
+    var excludePrompt: Bool?
     @Option(help: "Keep only the first D dimensions (re-normalized with --normalize).")
     var dimensions: Int?
-    @Option(help: "Token limit of each raw text, before the prompt is added.")
-    var maxTokens = EmbeddingOptions.defaultMaxTokens
+    @Option(help: "Token limit of each raw text, before the prompt is added. (default: \(EmbeddingOptions.defaultMaxTokens))")
+    var maxTokens: Int?
     @Option(help: "Texts over --max-tokens: truncate or reject.")
     var truncation = TruncationPolicy.truncate.rawValue
     @Option(help: "Most tokens per forward batch.")
@@ -41,10 +43,7 @@ struct EmbedCommand: ParsableCommand {
         let options = try embeddingOptions()
         let texts: [String]
         do { texts = try TextInput.readTexts(path: input) } catch { throw CLIFailure("\(error)") }
-        let embedder: Embedder
-        do { embedder = try Embedder.load(modelPath: modelOptions.model, tokenBudget: tokenBudget) } catch {
-            throw CLIFailure("\(error)")
-        }
+        let embedder = try adapterOptions.loadEmbedder(modelPath: modelOptions.model, tokenBudget: tokenBudget)
         do { try embedder.validate(options) } catch { throw CLIFailure("\(error)") }
 
         let progress = ProgressReporter(total: texts.count, unit: "texts")
@@ -84,16 +83,31 @@ struct EmbedCommand: ParsableCommand {
     }
 
     private func embeddingOptions() throws -> EmbeddingOptions {
-        guard let pooling = Pooling(rawValue: pooling) else {
-            throw CLIFailure("unknown pooling '\(pooling)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
+        let givenPooling = try pooling.map { name in
+            guard let pooling = Pooling(rawValue: name) else {
+                throw CLIFailure("unknown pooling '\(name)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return pooling
         }
         guard let truncation = TruncationPolicy(rawValue: truncation) else {
             throw CLIFailure("unknown truncation '\(truncation)' (use truncate or reject)")
         }
-        let template: PromptTemplate
-        do { template = try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
-        return EmbeddingOptions(
-            prompt: template, pooling: pooling, normalize: normalize, excludePrompt: excludePrompt,
-            dimensions: dimensions, maxTokens: maxTokens, truncation: truncation)
+        let givenTemplate: PromptTemplate?
+        do { givenTemplate = try prompt.map { name throws(EmbeddingError) in try PromptTemplate(nameOrTemplate: name) } } catch {
+            throw CLIFailure("\(error)")
+        }
+        var settings = try adapterOptions.recipeDefaults()
+        let options = EmbeddingOptions(
+            prompt: settings.pick(givenTemplate, from: { $0.prompt }, default: .none, describe: { "prompt \($0.label)" }),
+            pooling: settings.pick(givenPooling, from: { $0.pooling }, default: .mean, describe: { "pooling \($0.rawValue)" }),
+            normalize: settings.pick(normalize, from: { $0.normalize }, default: false, describe: { $0 ? "--normalize" : "--no-normalize" }),
+            excludePrompt: settings.pick(
+                excludePrompt, from: { $0.excludePrompt }, default: false, describe: { $0 ? "--exclude-prompt" : "--no-exclude-prompt" }),
+            dimensions: dimensions,
+            maxTokens: settings.pick(maxTokens, from: { $0.maxTokens }, default: EmbeddingOptions.defaultMaxTokens,
+                                     describe: { "max tokens \($0)" }),
+            truncation: truncation)
+        settings.announce()
+        return options
     }
 }

@@ -15,17 +15,19 @@ struct EvalCommand: ParsableCommand {
 /// Model, prompt and pooling choices shared by the evaluation commands.
 struct EvalEmbeddingOptions: ParsableArguments {
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once.")
-    var prompt = "none"
+    @OptionGroup var adapterOptions: AdapterOptions
+    // Optional so that an adapter's recipe can supply the settings left out (the defaults are in the help).
+    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once. (default: none)")
+    var prompt: String?
     @Option(help: """
         Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")); a comma-separated list evaluates \
-        each from one forward pass.
+        each from one forward pass. (default: mean)
         """)
-    var pooling = Pooling.mean.rawValue
-    @Flag(help: "Pool only over the text's own tokens (mean and weighted-mean; one forward pass per pooling).")
-    var excludePrompt = false
-    @Option(help: "Token limit of each raw text, before the prompt is added.")
-    var maxTokens = EmbeddingOptions.defaultMaxTokens
+    var pooling: String?
+    @Flag(inversion: .prefixedNo, help: "Pool only over the text's own tokens (mean and weighted-mean; one forward pass per pooling).")
+    var excludePrompt: Bool?
+    @Option(help: "Token limit of each raw text, before the prompt is added. (default: \(EmbeddingOptions.defaultMaxTokens))")
+    var maxTokens: Int?
     @Option(help: "Most tokens per forward batch.")
     var tokenBudget = Embedder.defaultTokenBudget
     @Option(help: "Use only the first N items of each dataset (as MTEB's `limit`).")
@@ -38,31 +40,44 @@ struct EvalEmbeddingOptions: ParsableArguments {
         return Array(items.prefix(limit))
     }
 
-    func template() throws -> PromptTemplate {
-        do { return try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
-    }
-
-    func poolings() throws -> [Pooling] {
-        var result: [Pooling] = []
-        for name in pooling.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            guard let pooling = Pooling(rawValue: name) else {
-                throw CLIFailure("unknown pooling '\(name)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
+    /// The settings of this evaluation: each option when given, else the adapter's recipe, else the default.
+    func settings() throws -> EvalSettings {
+        var poolings: [Pooling]?
+        if let pooling {
+            var names: [Pooling] = []
+            for name in pooling.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+                guard let pooling = Pooling(rawValue: name) else {
+                    throw CLIFailure("unknown pooling '\(name)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                if !names.contains(pooling) { names.append(pooling) }
             }
-            if !result.contains(pooling) { result.append(pooling) }
+            guard !names.isEmpty else { throw CLIFailure("--pooling names no pooling") }
+            poolings = names
         }
-        guard !result.isEmpty else { throw CLIFailure("--pooling names no pooling") }
-        return result
+        var recipe = try adapterOptions.recipeDefaults()
+        // Reports print the prompt as given; a recipe's prompt as its name, else its template.
+        let promptText = recipe.pick(prompt, from: { $0.prompt.name ?? $0.prompt.template }, default: "none",
+                                     describe: { "prompt \($0)" })
+        let template: PromptTemplate
+        do { template = try PromptTemplate(nameOrTemplate: promptText) } catch { throw CLIFailure("\(error)") }
+        let settings = EvalSettings(
+            promptText: promptText, prompt: template,
+            poolings: recipe.pick(poolings, from: { [$0.pooling] }, default: [.mean], describe: { "pooling \($0.map(\.rawValue).joined(separator: ","))" }),
+            excludePrompt: recipe.pick(
+                excludePrompt, from: { $0.excludePrompt }, default: false, describe: { $0 ? "--exclude-prompt" : "--no-exclude-prompt" }),
+            maxTokens: recipe.pick(maxTokens, from: { $0.maxTokens }, default: EmbeddingOptions.defaultMaxTokens,
+                                   describe: { "max tokens \($0)" }))
+        recipe.announce()
+        return settings
     }
 
     func loadEmbedder() throws -> Embedder {
-        do { return try Embedder.load(modelPath: modelOptions.model, tokenBudget: tokenBudget) } catch {
-            throw CLIFailure("\(error)")
-        }
+        try adapterOptions.loadEmbedder(modelPath: modelOptions.model, tokenBudget: tokenBudget)
     }
 
     /// One [texts x hidden] matrix per pooling, embeddings as produced (not normalized).
-    func embed(_ texts: [String], with embedder: Embedder, poolings: [Pooling]) throws -> [Matrix] {
-        let prompt = try template()
+    func embed(_ texts: [String], with embedder: Embedder, settings: EvalSettings) throws -> [Matrix] {
+        let (prompt, poolings, excludePrompt, maxTokens) = (settings.prompt, settings.poolings, settings.excludePrompt, settings.maxTokens)
         let progress = ProgressReporter(total: texts.count * (excludePrompt ? poolings.count : 1), unit: "texts")
         defer { progress.finish() }
         if !excludePrompt {
@@ -94,6 +109,16 @@ struct EvalEmbeddingOptions: ParsableArguments {
     }
 }
 
+/// Prompt, poolings and token limit of an evaluation run.
+struct EvalSettings {
+    /// The prompt as given (a name or a template), as reports print it.
+    var promptText: String
+    var prompt: PromptTemplate
+    var poolings: [Pooling]
+    var excludePrompt: Bool
+    var maxTokens: Int
+}
+
 struct EvalClusteringCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clustering",
@@ -116,7 +141,7 @@ struct EvalClusteringCommand: ParsableCommand {
     func run() throws {
         guard !datasets.isEmpty else { throw CLIFailure("no dataset given") }
         guard seeds >= 1 else { throw CLIFailure("--seeds must be at least 1") }
-        let poolings = try embedding.poolings()
+        let settings = try embedding.settings()
         var loaded: [ClusteringDataset] = []
         for path in datasets {
             let dataset: ClusteringDataset
@@ -125,10 +150,10 @@ struct EvalClusteringCommand: ParsableCommand {
                 name: dataset.name, texts: try embedding.limited(dataset.texts), labels: try embedding.limited(dataset.labels)))
         }
         let embedder = try embedding.loadEmbedder()
-        let matrices = try embedding.embed(loaded.flatMap(\.texts), with: embedder, poolings: poolings)
+        let matrices = try embedding.embed(loaded.flatMap(\.texts), with: embedder, settings: settings)
 
         var reports: [String] = []
-        for (slot, pooling) in poolings.enumerated() {
+        for (slot, pooling) in settings.poolings.enumerated() {
             var scores: [(name: String, score: ClusteringScore)] = []
             var firstRow = 0
             for dataset in loaded {
@@ -144,22 +169,22 @@ struct EvalClusteringCommand: ParsableCommand {
                 } catch { throw CLIFailure("\(dataset.name): \(error)") }
             }
             let average = scores.map(\.score.mean).reduce(0, +) / Double(scores.count)
-            reports.append(json ? try jsonReport(pooling: pooling, scores: scores, average: average)
-                                : tableReport(pooling: pooling, scores: scores, average: average))
+            reports.append(json ? try jsonReport(prompt: settings.promptText, pooling: pooling, scores: scores, average: average)
+                                : tableReport(prompt: settings.promptText, pooling: pooling, scores: scores, average: average))
         }
         print(reports.joined(separator: json ? "\n" : "\n\n"))
     }
 
-    private func jsonReport(pooling: Pooling, scores: [(name: String, score: ClusteringScore)], average: Double) throws -> String {
+    private func jsonReport(prompt: String, pooling: Pooling, scores: [(name: String, score: ClusteringScore)], average: Double) throws -> String {
         var datasets: [String: ClusteringJSON.Dataset] = [:]
         for (name, score) in scores {
             datasets[name] = .init(v_measure: score.mean, std: score.standardDeviation, n: score.items, k: score.clusters)
         }
-        return try EvalJSON.line(ClusteringJSON(prompt: embedding.prompt, pooling: pooling.rawValue, datasets: datasets, average: average))
+        return try EvalJSON.line(ClusteringJSON(prompt: prompt, pooling: pooling.rawValue, datasets: datasets, average: average))
     }
 
-    private func tableReport(pooling: Pooling, scores: [(name: String, score: ClusteringScore)], average: Double) -> String {
-        var lines = ["prompt \(embedding.prompt), pooling \(pooling.rawValue): V-measure over \(seeds) k-means seeds"]
+    private func tableReport(prompt: String, pooling: Pooling, scores: [(name: String, score: ClusteringScore)], average: Double) -> String {
+        var lines = ["prompt \(prompt), pooling \(pooling.rawValue): V-measure over \(seeds) k-means seeds"]
         lines.append("dataset".padding(toLength: 18, withPad: " ", startingAt: 0) + "     n     k   v_measure     std")
         for (name, score) in scores {
             lines.append(
@@ -184,16 +209,16 @@ struct EvalSTSCommand: ParsableCommand {
     var file: String
 
     func run() throws {
-        let poolings = try embedding.poolings()
+        let settings = try embedding.settings()
         let pairs: [STSPair]
         do { pairs = try embedding.limited(STSDataset.read(path: file)) } catch let failure as CLIFailure {
             throw failure
         } catch { throw CLIFailure("\(error)") }
         let embedder = try embedding.loadEmbedder()
-        let matrices = try embedding.embed(pairs.map(\.sentence1) + pairs.map(\.sentence2), with: embedder, poolings: poolings)
+        let matrices = try embedding.embed(pairs.map(\.sentence1) + pairs.map(\.sentence2), with: embedder, settings: settings)
         let name = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
         var reports: [String] = []
-        for (slot, pooling) in poolings.enumerated() {
+        for (slot, pooling) in settings.poolings.enumerated() {
             let matrix = matrices[slot]
             let width = matrix.cols
             var similarities: [Double] = []
@@ -207,8 +232,8 @@ struct EvalSTSCommand: ParsableCommand {
             let rho: Double
             do { rho = try Correlation.spearman(similarities, pairs.map(\.score)) } catch { throw CLIFailure("\(error)") }
             reports.append(json
-                ? try EvalJSON.line(STSJSON(prompt: embedding.prompt, pooling: pooling.rawValue, file: name, pairs: pairs.count, spearman: rho))
-                : "prompt \(embedding.prompt), pooling \(pooling.rawValue): \(name) (\(pairs.count) pairs) "
+                ? try EvalJSON.line(STSJSON(prompt: settings.promptText, pooling: pooling.rawValue, file: name, pairs: pairs.count, spearman: rho))
+                : "prompt \(settings.promptText), pooling \(pooling.rawValue): \(name) (\(pairs.count) pairs) "
                     + "Spearman \(String(format: "%.4f", rho))")
         }
         print(reports.joined(separator: "\n"))
