@@ -1,8 +1,8 @@
 import CondenseTensor
 
 /// Scaled dot-product causal self-attention of one sequence for the query heads that share one KV head
-/// (grouped-query attention), over packed rows: row `i` of the sequence is at `rowStride · i` from the
-/// given base pointers.
+/// (grouped-query attention), over packed rows: row `i` is at `stride · i` from the given base pointers.
+/// The queries may be the last rows of the keys (KV-cached decoding: `pastLength` earlier keys come first).
 ///
 /// Keys are first transposed into `scratch` ([headDim x paddedLength]) so a query's scores against 32
 /// keys at a time accumulate in registers over the head dimension (no horizontal sum per key); the
@@ -26,40 +26,44 @@ struct CausalAttention {
     }
 
     /// - Parameters:
+    ///   - queryCount: query rows; query `i` sees keys `0 ... pastLength + i` (`scratch` must hold
+    ///     `scratchCount(length: pastLength + queryCount)`).
     ///   - queries: the group's first query head at row 0; head `t` of the group is `t · headDim` further.
-    ///   - keys, values: the shared KV head's columns of row 0.
+    ///   - keys, values: the shared KV head's columns of key row 0, `keyRowStride` apart.
     ///   - outputs: like `queries`, in the output rows.
-    ///   - probabilities: when non-nil, `heads` consecutive [length x length] row-major blocks to store
-    ///     the attention probabilities in (zero above the diagonal).
+    ///   - probabilities: when non-nil, `heads` consecutive [queryCount x keyCount] row-major blocks to store
+    ///     the attention probabilities in (zero where causally masked).
     func run(
-        length: Int, heads: Int, queries: UnsafePointer<Float>, keys: UnsafePointer<Float>,
-        values: UnsafePointer<Float>, rowStride: Int, outputs: UnsafeMutablePointer<Float>, outputRowStride: Int,
+        queryCount: Int, pastLength: Int, heads: Int, queries: UnsafePointer<Float>, queryRowStride: Int,
+        keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyRowStride: Int,
+        outputs: UnsafeMutablePointer<Float>, outputRowStride: Int,
         probabilities: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>
     ) {
-        let padded = Self.paddedLength(length)
-        let keysTransposed = scratch  // [headDim x padded], zero beyond `length`
+        let keyCount = pastLength + queryCount
+        let padded = Self.paddedLength(keyCount)
+        let keysTransposed = scratch  // [headDim x padded], zero beyond `keyCount`
         let scores = scratch + headDim * padded  // [padded]
-        for position in 0..<length {
-            let key = keys + position * rowStride
+        for position in 0..<keyCount {
+            let key = keys + position * keyRowStride
             for d in 0..<headDim { keysTransposed[d * padded + position] = key[d] }
         }
         for d in 0..<headDim {
-            (keysTransposed + d * padded + length).update(repeating: 0, count: padded - length)
+            (keysTransposed + d * padded + keyCount).update(repeating: 0, count: padded - keyCount)
         }
 
         for head in 0..<heads {
             let query = queries + head * headDim
-            for i in 0..<length {
-                let visible = i + 1
-                computeScores(query: query + i * rowStride, keysTransposed: keysTransposed, padded: padded,
+            for i in 0..<queryCount {
+                let visible = pastLength + i + 1
+                computeScores(query: query + i * queryRowStride, keysTransposed: keysTransposed, padded: padded,
                               visible: visible, into: scores)
                 VectorMath.softmax(scores, count: visible)
                 if let probabilities {
-                    let row = probabilities + (head * length + i) * length
+                    let row = probabilities + (head * queryCount + i) * keyCount
                     row.update(from: scores, count: visible)
-                    (row + visible).update(repeating: 0, count: length - visible)
+                    (row + visible).update(repeating: 0, count: keyCount - visible)
                 }
-                weightedValues(scores, visible: visible, values: values, rowStride: rowStride,
+                weightedValues(scores, visible: visible, values: values, rowStride: keyRowStride,
                                into: outputs + head * headDim + i * outputRowStride)
             }
         }

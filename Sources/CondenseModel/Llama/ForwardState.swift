@@ -39,6 +39,11 @@ final class ForwardState {
     let layout: ActivationLayout
     let workers: Int
     let scratchPerWorker: Int
+    /// KV-cached decoding (a batch of one sequence): its tokens continue the `cache.count` tokens the cache
+    /// holds, and attention reads keys and values from the cache. nil for a plain forward pass.
+    let cache: KVCache?
+    /// Position of the batch's first token in its sequence: `cache.count`, or 0.
+    let pastLength: Int
 
     let residual: UnsafeMutablePointer<Float>        // [tokens x hidden], the residual stream
     let normed: UnsafeMutablePointer<Float>          // [tokens x hidden]
@@ -51,13 +56,15 @@ final class ForwardState {
     let mapOffsets: [Int]
     private let heads: Int
 
-    init(config: ModelConfig, batch: Batch, workers: Int, keepAttention: Bool) {
+    init(config: ModelConfig, batch: Batch, workers: Int, keepAttention: Bool, cache: KVCache? = nil) {
         self.batch = batch
         layout = ActivationLayout(config: config)
         self.workers = workers
+        self.cache = cache
+        pastLength = cache?.count ?? 0
         heads = config.headCount
         let tokens = batch.tokenCount
-        scratchPerWorker = CausalAttention.scratchCount(length: batch.maxLength, headDim: config.headDim)
+        scratchPerWorker = CausalAttention.scratchCount(length: pastLength + batch.maxLength, headDim: config.headDim)
         residual = .allocate(capacity: max(1, tokens * config.hiddenSize))
         normed = .allocate(capacity: max(1, tokens * config.hiddenSize))
         qkv = .allocate(capacity: max(1, tokens * layout.qkvWidth))

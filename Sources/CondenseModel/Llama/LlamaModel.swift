@@ -57,10 +57,7 @@ public final class LlamaModel: Sendable {
             guard sequence.count <= maxSequenceLength else {
                 throw .sequenceTooLong(sequence: index, length: sequence.count, limit: maxSequenceLength)
             }
-            if let position = sequence.firstIndex(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
-                throw .tokenOutOfRange(
-                    sequence: index, position: position, token: sequence[position], vocabSize: config.vocabSize)
-            }
+            try checkVocabulary(sequence, index: index)
             offsets.append(offsets[offsets.count - 1] + sequence.count)
         }
         let batch = Batch(offsets: offsets)
@@ -69,21 +66,37 @@ public final class LlamaModel: Sendable {
                                  keepAttention: options.returnLastLayerAttention)
         defer { state.deallocate() }
 
-        embed(sequences, into: state.residual)
-        for (index, block) in blocks.enumerated() {
-            decoderBlock(block, state, recordAttention: index == blocks.count - 1)
-        }
+        runStack(sequences, state)
         let hidden = finalHiddenStates(state)
         return ForwardOutput(
             hidden: hidden, offsets: offsets,
             lastLayerAttention: options.returnLastLayerAttention ? state.attentionMatrices() : nil)
     }
 
-    /// Attention's share of one layer's multiply-adds for `batch` (QKᵀ and PV over the causal half).
-    private func attentionShare(_ batch: Batch) -> Double {
+    /// Throws for the first token of `sequence` (batch entry `index`) outside the vocabulary.
+    func checkVocabulary(_ sequence: [Int32], index: Int) throws(ForwardError) {
+        if let position = sequence.firstIndex(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
+            throw .tokenOutOfRange(sequence: index, position: position, token: sequence[position], vocabSize: config.vocabSize)
+        }
+    }
+
+    /// Embeds `sequences` into the residual stream of `state` and runs every decoder block over it (the
+    /// last one records attention maps when `state` has room for them).
+    func runStack(_ sequences: [[Int32]], _ state: ForwardState) {
+        embed(sequences, into: state.residual)
+        for (index, block) in blocks.enumerated() {
+            decoderBlock(block, layer: index, state, recordAttention: index == blocks.count - 1)
+        }
+    }
+
+    /// Attention's share of one layer's multiply-adds for `batch` (QKᵀ and PV over the causal half),
+    /// whose tokens follow `pastLength` cached ones.
+    func attentionShare(_ batch: Batch, pastLength: Int = 0) -> Double {
         let layout = ActivationLayout(config: config), hidden = config.hiddenSize
         let linearPerToken = hidden * layout.qkvWidth + layout.attentionWidth * hidden + 3 * hidden * config.intermediateSize
-        let squaredLengths = (0..<batch.sequenceCount).reduce(0) { $0 + batch.length(of: $1) * batch.length(of: $1) }
+        let squaredLengths = (0..<batch.sequenceCount).reduce(0) {
+            $0 + batch.length(of: $1) * (pastLength + batch.length(of: $1))
+        }
         let attention = Double(squaredLengths) * Double(config.headCount * config.headDim)
         let total = attention + Double(batch.tokenCount * linearPerToken)
         return total > 0 ? attention / total : 0
@@ -92,7 +105,7 @@ public final class LlamaModel: Sendable {
     // MARK: The decoder block
 
     /// x ← x + Attention(RMSNorm(x));  x ← x + W_down·(silu(W_gate·RMSNorm(x)) ⊙ W_up·RMSNorm(x)).
-    private func decoderBlock(_ block: LlamaBlock, _ state: ForwardState, recordAttention: Bool) {
+    private func decoderBlock(_ block: LlamaBlock, layer: Int, _ state: ForwardState, recordAttention: Bool) {
         let tokens = state.batch.tokenCount
         let x = state.residual, normed = state.normed
 
@@ -102,7 +115,12 @@ public final class LlamaModel: Sendable {
             normalizeHeads(state, queryNorm: queryNorm, keyNorm: keyNorm)
         }
         applyRotary(state)
-        attend(state, recordAttention: recordAttention)
+        if let cache = state.cache {
+            let layout = state.layout
+            cache.store(layer: layer, rows: tokens, keys: state.qkv + layout.keyOffset,
+                        values: state.qkv + layout.valueOffset, sourceRowStride: layout.qkvWidth)
+        }
+        attend(state, layer: layer, recordAttention: recordAttention)
         block.attentionOutput.apply(state.attentionOutput, rows: tokens, into: x, accumulate: true)
 
         rmsNormRows(x, weight: block.ffnNorm, into: normed, rows: tokens)
@@ -160,7 +178,8 @@ public final class LlamaModel: Sendable {
         }
     }
 
-    /// Rotate-half RoPE of every query and key head at its position within its sequence.
+    /// Rotate-half RoPE of every query and key head at its position within its sequence (after the
+    /// cached tokens, if any).
     private func applyRotary(_ state: ForwardState) {
         let layout = state.layout, headDim = config.headDim, half = rotary.half
         rotary.cos.withUnsafeBufferPointer { cosines in
@@ -170,7 +189,8 @@ public final class LlamaModel: Sendable {
                     let start = state.batch.offsets[sequence]
                     for position in 0..<state.batch.length(of: sequence) {
                         let base = state.qkv + (start + position) * layout.qkvWidth
-                        let cos = cosines + position * half, sin = sines + position * half
+                        let cos = cosines + (state.pastLength + position) * half
+                        let sin = sines + (state.pastLength + position) * half
                         for head in 0..<config.headCount {
                             VectorMath.rotateHalf(base + layout.queryOffset + head * headDim, half: half, cos: cos, sin: sin)
                         }
@@ -184,8 +204,9 @@ public final class LlamaModel: Sendable {
     }
 
     /// Causal attention of every (sequence, KV head) pair, spread over `state.workers` threads;
-    /// `recordAttention` stores the probabilities in `state.attentionMaps` (when allocated).
-    private func attend(_ state: ForwardState, recordAttention: Bool) {
+    /// `recordAttention` stores the probabilities in `state.attentionMaps` (when allocated). With a KV
+    /// cache, keys and values come from the cache (which already holds this batch's rows of `layer`).
+    private func attend(_ state: ForwardState, layer: Int, recordAttention: Bool) {
         let layout = state.layout, headDim = config.headDim
         let groupSize = config.headCount / config.kvHeadCount
         let batch = state.batch
@@ -202,12 +223,20 @@ public final class LlamaModel: Sendable {
                 guard length > 0 else { continue }
                 let row0 = state.qkv + batch.offsets[sequence] * layout.qkvWidth
                 let firstHead = kvHead * groupSize
+                let keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyRowStride: Int
+                if let cache = state.cache {
+                    keys = UnsafePointer(cache.keys(layer: layer) + kvHead * headDim)
+                    values = UnsafePointer(cache.values(layer: layer) + kvHead * headDim)
+                    keyRowStride = cache.rowWidth
+                } else {
+                    keys = UnsafePointer(row0 + layout.keyOffset + kvHead * headDim)
+                    values = UnsafePointer(row0 + layout.valueOffset + kvHead * headDim)
+                    keyRowStride = layout.qkvWidth
+                }
                 attention.run(
-                    length: length, heads: groupSize,
-                    queries: row0 + layout.queryOffset + firstHead * headDim,
-                    keys: row0 + layout.keyOffset + kvHead * headDim,
-                    values: row0 + layout.valueOffset + kvHead * headDim,
-                    rowStride: layout.qkvWidth,
+                    queryCount: length, pastLength: state.pastLength, heads: groupSize,
+                    queries: row0 + layout.queryOffset + firstHead * headDim, queryRowStride: layout.qkvWidth,
+                    keys: keys, values: values, keyRowStride: keyRowStride,
                     outputs: state.attentionOutput + batch.offsets[sequence] * layout.attentionWidth + firstHead * headDim,
                     outputRowStride: layout.attentionWidth,
                     probabilities: (recordAttention ? state.attentionMaps : nil).map { $0 + state.mapOffsets[sequence] + firstHead * length * length },
@@ -230,7 +259,7 @@ public final class LlamaModel: Sendable {
         }
     }
 
-    private func finalHiddenStates(_ state: ForwardState) -> Matrix {
+    func finalHiddenStates(_ state: ForwardState) -> Matrix {
         let hidden = config.hiddenSize, rows = state.batch.tokenCount
         let data = [Float](unsafeUninitializedCapacity: rows * hidden) { buffer, count in
             if let out = buffer.baseAddress {
