@@ -73,7 +73,7 @@ let package = Package(
         ),
         // LoRA + InfoNCE training math: forward/backward of the Llama block stack, gradient caching, AdamW.
         .target(
-            name: "CondenseTraining", dependencies: ["CondenseModel", "CondenseTensor", "CondenseEmbedding"],
+            name: "CondenseTraining", dependencies: ["CondenseModel", "CondenseTensor", "CondenseEmbedding", "CondenseTokenizer"],
             swiftSettings: vectorized
         ),
 
@@ -107,7 +107,7 @@ let package = Package(
             name: "condense",
             dependencies: [
                 "CondenseServer", "CondenseRPC", "CondenseModel", "CondenseEmbedding", "CondenseEvaluation",
-                "CondenseCoordinator", "CondenseWorker",
+                "CondenseCoordinator", "CondenseWorker", "CondenseTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,6 +118,13 @@ let package = Package(
             name: "condense-bench-forward",
             dependencies: ["CondenseModel", "CondenseTensor", "CondenseTokenizer"],
             path: "Benchmarks/Forward",
+            swiftSettings: vectorized
+        ),
+        // Fine-tuning benchmark (seconds and peak RSS per contrastive LoRA step, fraction of the sgemm ceiling).
+        .executableTarget(
+            name: "condense-bench-finetune",
+            dependencies: ["CondenseTraining", "CondenseEmbedding", "CondenseModel", "CondenseTensor", "CondenseTokenizer"],
+            path: "Benchmarks/FineTune",
             swiftSettings: vectorized
         ),
 

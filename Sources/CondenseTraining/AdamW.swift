@@ -1,3 +1,4 @@
+import CondenseTensor
 import Foundation
 
 /// Learning rate with linear warmup then linear decay to 0, as HF `get_linear_schedule_with_warmup`:
@@ -45,6 +46,20 @@ public struct AdamW: Sendable, Equatable {
         steps = 0
     }
 
+    /// A saved state (resume): moments and update count as a previous instance reported them.
+    public init(
+        firstMoment: [Float], secondMoment: [Float], steps: Int,
+        beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0
+    ) throws(TrainingError) {
+        guard firstMoment.count == secondMoment.count, steps >= 0 else {
+            throw .adapterMismatch("optimizer state has \(firstMoment.count) first and \(secondMoment.count) second moments, \(steps) steps")
+        }
+        self.init(parameterCount: 0, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
+        self.firstMoment = firstMoment
+        self.secondMoment = secondMoment
+        self.steps = steps
+    }
+
     /// One update of `parameters` with `gradients` (same count as the moments).
     public mutating func update(_ parameters: inout [Float], gradients: [Float], learningRate: Float) throws(TrainingError) {
         guard parameters.count == firstMoment.count, gradients.count == firstMoment.count else {
@@ -56,21 +71,59 @@ public struct AdamW: Sendable, Equatable {
         let correction1 = 1 - pow(beta1, t), correction2 = 1 - pow(beta2, t)
         let stepSize = learningRate / correction1, rootCorrection2 = correction2.squareRoot()
         let decay = 1 - learningRate * weightDecay
-        let (b1, b2, eps) = (beta1, beta2, epsilon)
+        let constants = UpdateConstants(
+            beta1: beta1, beta2: beta2, epsilon: epsilon, stepSize: stepSize, rootCorrection2: rootCorrection2, decay: decay)
+        let count = firstMoment.count
         parameters.withUnsafeMutableBufferPointer { p in
             gradients.withUnsafeBufferPointer { g in
                 firstMoment.withUnsafeMutableBufferPointer { m in
                     secondMoment.withUnsafeMutableBufferPointer { v in
-                        for i in 0..<p.count {
-                            let gradient = g[i]
-                            m[i] = b1 * m[i] + (1 - b1) * gradient
-                            v[i] = b2 * v[i] + (1 - b2) * gradient * gradient
-                            p[i] = p[i] * decay - stepSize * m[i] / (v[i].squareRoot() / rootCorrection2 + eps)
+                        guard let p = p.baseAddress, let g = g.baseAddress, let m = m.baseAddress, let v = v.baseAddress else { return }
+                        // Memory-bound (seven floats moved per parameter), so spread over the cores; the chunks
+                        // are disjoint and all done before the buffers go away.
+                        nonisolated(unsafe) let (parameters, gradients, first, second) = (p, g, m, v)
+                        Kernels.forEachChunk(count: count) { range in
+                            Self.update(parameters, gradients, first, second, range, constants)
                         }
                     }
                 }
             }
         }
+    }
+
+    private struct UpdateConstants {
+        let beta1, beta2, epsilon, stepSize, rootCorrection2, decay: Float
+    }
+
+    /// The update of `range`, 16 parameters at a time; the tail runs through the same vector code, so
+    /// every parameter sees the same arithmetic whatever the chunking.
+    private static func update(
+        _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+        _ v: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ c: UpdateConstants
+    ) {
+        typealias Vector = Kernels.Vector
+        func update(_ p: inout Vector, _ m: inout Vector, _ v: inout Vector, _ gradient: Vector) {
+            m = c.beta1 * m + (1 - c.beta1) * gradient
+            v = c.beta2 * v + (1 - c.beta2) * gradient * gradient
+            p = p * c.decay - c.stepSize * m / (v.squareRoot() / c.rootCorrection2 + c.epsilon)
+        }
+        var i = range.lowerBound
+        while i + Kernels.width <= range.upperBound {
+            var (parameter, first, second) = (Kernels.load(p, i), Kernels.load(m, i), Kernels.load(v, i))
+            update(&parameter, &first, &second, Kernels.load(g, i))
+            Kernels.store(parameter, p, i)
+            Kernels.store(first, m, i)
+            Kernels.store(second, v, i)
+            i += Kernels.width
+        }
+        guard i < range.upperBound else { return }
+        let lanes = range.upperBound - i
+        var parameter = Vector(), first = Vector(), second = Vector(), gradient = Vector()
+        for lane in 0..<lanes {
+            (parameter[lane], first[lane], second[lane], gradient[lane]) = (p[i + lane], m[i + lane], v[i + lane], g[i + lane])
+        }
+        update(&parameter, &first, &second, gradient)
+        for lane in 0..<lanes { (p[i + lane], m[i + lane], v[i + lane]) = (parameter[lane], first[lane], second[lane]) }
     }
 }
 
@@ -79,12 +132,25 @@ public struct AdamW: Sendable, Equatable {
 public enum GradientClipping {
     @discardableResult
     public static func clip(_ gradients: inout [Float], maxNorm: Float) -> Float {
-        let norm = Float(gradients.withUnsafeBufferPointer { g in
-            g.baseAddress.map { Kernels.sumOfSquaresDouble($0, count: g.count) } ?? 0
-        }.squareRoot())
-        guard maxNorm > 0, norm > maxNorm else { return norm }
-        let factor = maxNorm / (norm + 1e-6)
-        for i in gradients.indices { gradients[i] *= factor }
-        return norm
+        gradients.withUnsafeMutableBufferPointer { g in
+            guard let base = g.baseAddress else { return 0 }
+            // Both passes are memory-bound: chunks side by side, partial sums added in chunk order.
+            nonisolated(unsafe) let gradients = base
+            let count = g.count, chunk = 1 << 20
+            var partials = [Double](repeating: 0, count: (count + chunk - 1) / chunk)
+            partials.withUnsafeMutableBufferPointer { partials in
+                nonisolated(unsafe) let partials = partials
+                Kernels.forEachChunk(count: count) { range in
+                    partials[range.lowerBound / chunk] = Kernels.sumOfSquaresDouble(gradients + range.lowerBound, count: range.count)
+                }
+            }
+            let norm = Float(partials.reduce(0, +).squareRoot())
+            guard maxNorm > 0, norm > maxNorm else { return norm }
+            let factor = maxNorm / (norm + 1e-6)
+            Kernels.forEachChunk(count: count) { range in
+                VectorMath.scale(gradients + range.lowerBound, by: factor, count: range.count)
+            }
+            return norm
+        }
     }
 }

@@ -1,4 +1,5 @@
 import CondenseTensor
+import Dispatch
 
 /// Small vector kernels the training ops need and `VectorMath` does not offer (reductions keep two
 /// SIMD accumulators, as plain Swift loops do not vectorise float reductions).
@@ -31,6 +32,24 @@ enum Kernels {
             i += 1
         }
         return sum
+    }
+
+    /// Runs `body` over consecutive ranges of 1 Mi elements covering 0..<count, side by side on the cores:
+    /// the memory-bound passes over all adapter parameters. The ranges do not depend on the core count, so
+    /// neither do the results.
+    static func forEachChunk(count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let chunk = 1 << 20, chunks = (count + chunk - 1) / chunk
+        guard chunks > 1 else {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: chunks) { index in body((index * chunk)..<min(count, (index + 1) * chunk)) }
+    }
+
+    /// x[0..<count] = 0, chunks side by side.
+    static func zero(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        nonisolated(unsafe) let x = x
+        forEachChunk(count: count) { range in (x + range.lowerBound).update(repeating: 0, count: range.count) }
     }
 
     /// Σ x[i]² accumulated in Double (gradient norms over millions of terms, where a Float sum drifts).

@@ -1,6 +1,7 @@
 import CondenseEmbedding
 import CondenseModel
 import CondenseTensor
+import Dispatch
 
 /// Contrastive LoRA fine-tuning of a frozen Llama-family decoder (Llama, SmolLM, Qwen2, Qwen3).
 ///
@@ -11,6 +12,11 @@ import CondenseTensor
 /// and backpropagate that micro-batch's embedding gradients, accumulating adapter gradients. Dropout
 /// masks are functions of (seed, step, layer, target, text, position), so the recomputation sees the
 /// same masks as the embedding pass and the gradients equal those of one full-batch backward.
+///
+/// Each micro-batch is split into one part per OpenBLAS thread (consecutive texts, about equal tokens),
+/// and the parts' passes run side by side, each with single-threaded GEMMs: the element-wise work runs on
+/// every core too, and no thread waits for another after each GEMM. While they run, OpenBLAS is set to one
+/// thread process-wide (restored afterwards; see `SingleThreadedBLAS`).
 public final class LlamaTrainer {
     public let modelConfig: ModelConfig
     public let configuration: TrainingConfiguration
@@ -27,15 +33,24 @@ public final class LlamaTrainer {
     private let attention: AttentionOp
     private let shape: BlockShape
     private let headNorm: Bool
-    /// Memory of a forward pass's activations and of a backward pass's gradients, reused every step.
-    private let forwardArena = Arena()
-    private let backwardArena = Arena()
+    /// One per thread; each runs one part of a micro-batch.
+    private let workers: [PassWorker]
+    private var stepGradients: [Float]
 
     /// - Parameters:
     ///   - adapter: continue from these factors; default: a fresh adapter from `configuration.seed`.
     ///   - maxSequenceLength: longest text accepted (rows of the RoPE table).
-    public init(
+    public convenience init(
         weights: ModelWeights, configuration: TrainingConfiguration, adapter: LoRAAdapter? = nil, maxSequenceLength: Int = 512
+    ) throws(TrainingError) {
+        try self.init(weights: weights, configuration: configuration, adapter: adapter, maxSequenceLength: maxSequenceLength,
+                      threads: BLASRuntime.threads)
+    }
+
+    /// - Parameter threads: parts each micro-batch is split into, run side by side (public init: OpenBLAS's threads).
+    init(
+        weights: ModelWeights, configuration: TrainingConfiguration, adapter: LoRAAdapter? = nil, maxSequenceLength: Int = 512,
+        threads: Int
     ) throws(TrainingError) {
         try configuration.validate()
         try Self.validate(weights)
@@ -63,6 +78,8 @@ public final class LlamaTrainer {
                            kvHeads: config.kvHeadCount, headDim: config.headDim, rank: configuration.lora.rank,
                            targetCount: configuration.lora.targets.count, epsilon: config.rmsNormEps)
         headNorm = weights.layers.first?.qNorm != nil
+        stepGradients = [Float](repeating: 0, count: layout.parameterCount)
+        workers = (0..<max(1, threads)).map { PassWorker(gradientCount: $0 == 0 ? 0 : layout.parameterCount) }
     }
 
     // MARK: Public operations
@@ -70,72 +87,121 @@ public final class LlamaTrainer {
     /// One optimizer step on a batch of pairs.
     @discardableResult
     public func step(_ pairs: [TrainingPair]) throws(TrainingError) -> StepReport {
-        var (loss, gradients) = try lossAndGradients(pairs)
-        let norm = GradientClipping.clip(&gradients, maxNorm: configuration.maxGradientNorm)
+        // The step's gradient buffer is reused: a fresh 4-bytes-per-parameter array costs a page fault per 4 KB.
+        stepGradients.withUnsafeMutableBufferPointer { buffer in
+            if let base = buffer.baseAddress { Kernels.zero(base, count: buffer.count) }
+        }
+        let loss = try accumulateLossAndGradients(pairs, into: &stepGradients)
+        let norm = GradientClipping.clip(&stepGradients, maxNorm: configuration.maxGradientNorm)
         let rate = configuration.schedule.rate(atStep: completedSteps)
-        try optimizer.update(&adapter.parameters, gradients: gradients, learningRate: rate)
+        try optimizer.update(&adapter.parameters, gradients: stepGradients, learningRate: rate)
         defer { completedSteps += 1 }
         return StepReport(step: completedSteps, loss: loss, gradientNorm: norm, learningRate: rate)
+    }
+
+    /// Continues a saved run: the adapter, the optimizer's state and the number of steps taken (which
+    /// set the next step's learning rate and dropout masks), so the following steps equal the original run's.
+    public func restore(adapter: LoRAAdapter, optimizer: AdamW, completedSteps: Int) throws(TrainingError) {
+        guard adapter.layout == self.adapter.layout else {
+            throw .adapterMismatch("the saved adapter's layout differs from this configuration's")
+        }
+        guard optimizer.firstMoment.count == adapter.layout.parameterCount, completedSteps >= 0 else {
+            throw .adapterMismatch("optimizer state for \(optimizer.firstMoment.count) parameters, the adapter has \(adapter.layout.parameterCount)")
+        }
+        self.adapter = adapter
+        self.optimizer = optimizer
+        self.completedSteps = completedSteps
     }
 
     /// InfoNCE loss of the batch and its (unclipped) gradient w.r.t. the adapter's flat parameters, with
     /// the dropout masks of the next step.
     public func lossAndGradients(_ pairs: [TrainingPair]) throws(TrainingError) -> (loss: Double, gradients: [Float]) {
+        var gradients = [Float](repeating: 0, count: adapter.layout.parameterCount)
+        let loss = try accumulateLossAndGradients(pairs, into: &gradients)
+        return (loss, gradients)
+    }
+
+    /// The loss of `lossAndGradients`; its gradient is added to `gradients` (one per parameter).
+    private func accumulateLossAndGradients(_ pairs: [TrainingPair], into gradients: inout [Float]) throws(TrainingError) -> Double {
         guard pairs.count >= 2 else { throw .batchTooSmall(pairs: pairs.count) }
         let texts = pairs.map(\.text) + pairs.map(\.positive)
         try validate(texts)
-        let pairCount = pairs.count, width = modelConfig.hiddenSize
-        let microBatches = microBatches(texts)
+        let pairCount = pairs.count, width = modelConfig.hiddenSize, parameterCount = adapter.layout.parameterCount
+        let microBatches = microBatchRanges(texts).map { parts(of: texts, $0) }
+        let partCount = microBatches.map(\.count).max() ?? 1
         let loss = InfoNCE(temperature: configuration.temperature, margin: configuration.margin)
-        var gradients = [Float](repeating: 0, count: adapter.layout.parameterCount)
+        var embeddings = [Float](repeating: 0, count: texts.count * width)
         var value: Double = 0
         adapter.parameters.withUnsafeBufferPointer { parameters in
             gradients.withUnsafeMutableBufferPointer { gradientBuffer in
-                guard let parameters = parameters.baseAddress, let gradientBuffer = gradientBuffer.baseAddress else { return }
-                let context = PassContext(parameters: parameters, gradients: gradientBuffer, dropoutStep: completedSteps)
-                if microBatches.count == 1 {
-                    // Everything fits: one forward with activations, no recomputation.
-                    let (embeddings, cache) = forward(microBatches[0], context, keep: true)
-                    let result = loss.evaluate(texts: Array(embeddings[0..<(pairCount * width)]),
-                                               positives: Array(embeddings[(pairCount * width)...]), count: pairCount, width: width)
-                    value = result.loss
-                    backward(microBatches[0], cache, embeddingGradients: result.textGradients + result.positiveGradients, context)
-                    return
-                }
-                var embeddings: [Float] = []
-                embeddings.reserveCapacity(texts.count * width)
-                for batch in microBatches { embeddings += forward(batch, context, keep: false).embeddings }
-                let result = loss.evaluate(texts: Array(embeddings[0..<(pairCount * width)]),
-                                           positives: Array(embeddings[(pairCount * width)...]), count: pairCount, width: width)
-                value = result.loss
-                let allGradients = result.textGradients + result.positiveGradients
-                var first = 0
-                for batch in microBatches {
-                    let cache = forward(batch, context, keep: true).cache
-                    let slice = Array(allGradients[(first * width)..<((first + batch.textCount) * width)])
-                    backward(batch, cache, embeddingGradients: slice, context)
-                    first += batch.textCount
+                embeddings.withUnsafeMutableBufferPointer { embeddingBuffer in
+                    guard let parameters = parameters.baseAddress, let gradientBuffer = gradientBuffer.baseAddress,
+                          let embeddingBase = embeddingBuffer.baseAddress else { return }
+                    // The first part accumulates into the result, the others into their workers' buffers (summed below).
+                    let contexts = (0..<partCount).map { index in
+                        let accumulator = workers[index].gradients ?? gradientBuffer
+                        if index > 0 { Kernels.zero(accumulator, count: parameterCount) }
+                        return PassContext(parameters: parameters, gradients: accumulator, dropoutStep: completedSteps)
+                    }
+                    func embeddingGradients() -> [Float] {
+                        let result = loss.evaluate(texts: Array(embeddingBuffer[0..<(pairCount * width)]),
+                                                   positives: Array(embeddingBuffer[(pairCount * width)...]), count: pairCount, width: width)
+                        value = result.loss
+                        return result.textGradients + result.positiveGradients
+                    }
+                    if microBatches.count == 1 {
+                        // Everything fits: one forward with activations, no recomputation.
+                        runParts(microBatches[0]) { part, worker, index in
+                            worker.cache = forward(part, contexts[index], worker, keep: true, embeddings: embeddingBase + part.firstIndex * width)
+                        }
+                        let allGradients = embeddingGradients()
+                        runParts(microBatches[0]) { part, worker, index in
+                            guard let cache = worker.cache else { return }
+                            backward(part, cache, worker, embeddingGradients: allGradients, contexts[index])
+                        }
+                    } else {
+                        for parts in microBatches {
+                            runParts(parts) { part, worker, index in
+                                _ = forward(part, contexts[index], worker, keep: false, embeddings: embeddingBase + part.firstIndex * width)
+                            }
+                        }
+                        let allGradients = embeddingGradients()
+                        for parts in microBatches {
+                            runParts(parts) { part, worker, index in
+                                let cache = forward(part, contexts[index], worker, keep: true, embeddings: nil)
+                                backward(part, cache, worker, embeddingGradients: allGradients, contexts[index])
+                            }
+                        }
+                    }
+                    let accumulators = workers.prefix(partCount).dropFirst().compactMap(\.gradients)
+                    guard !accumulators.isEmpty else { return }
+                    nonisolated(unsafe) let (result, parts) = (gradientBuffer, accumulators)
+                    Kernels.forEachChunk(count: parameterCount) { range in
+                        for part in parts { VectorMath.add(part + range.lowerBound, into: result + range.lowerBound, count: range.count) }
+                    }
                 }
             }
         }
-        return (value, gradients)
+        return value
     }
 
     /// Pooled (not normalised) embeddings of texts with the current adapter, without dropout.
     public func embed(_ texts: [TrainingText]) throws(TrainingError) -> [[Float]] {
         try validate(texts)
         let width = modelConfig.hiddenSize
-        let batches = microBatches(texts)
-        var result: [[Float]] = []
+        var embeddings = [Float](repeating: 0, count: texts.count * width)
         adapter.parameters.withUnsafeBufferPointer { parameters in
-            guard let parameters = parameters.baseAddress else { return }
-            let context = PassContext(parameters: parameters, gradients: nil, dropoutStep: nil)
-            for batch in batches {
-                let embeddings = forward(batch, context, keep: false).embeddings
-                for text in 0..<batch.textCount { result.append(Array(embeddings[(text * width)..<((text + 1) * width)])) }
+            embeddings.withUnsafeMutableBufferPointer { output in
+                guard let parameters = parameters.baseAddress, let output = output.baseAddress else { return }
+                let context = PassContext(parameters: parameters, gradients: nil, dropoutStep: nil)
+                for range in microBatchRanges(texts) {
+                    runParts(parts(of: texts, range)) { part, worker, _ in
+                        _ = forward(part, context, worker, keep: false, embeddings: output + part.firstIndex * width)
+                    }
+                }
             }
         }
-        return result
+        return (0..<texts.count).map { Array(embeddings[($0 * width)..<(($0 + 1) * width)]) }
     }
 
     /// Final-norm hidden states of all tokens, [tokens x hidden] (what `LlamaModel.forward` returns).
@@ -145,7 +211,8 @@ public final class LlamaTrainer {
         var states: [Float] = []
         adapter.parameters.withUnsafeBufferPointer { parameters in
             guard let parameters = parameters.baseAddress else { return }
-            let cache = forward(batch, PassContext(parameters: parameters, gradients: nil, dropoutStep: nil), keep: true).cache
+            let context = PassContext(parameters: parameters, gradients: nil, dropoutStep: nil)
+            let cache = forward(batch, context, workers[0], keep: true, embeddings: nil)
             states = Array(UnsafeBufferPointer(start: cache.finalStates, count: batch.tokenCount * modelConfig.hiddenSize))
         }
         return states
@@ -155,18 +222,59 @@ public final class LlamaTrainer {
 
     /// Consecutive texts packed up to `microBatchTokens` tokens each (a longer text alone).
     func microBatches(_ texts: [TrainingText]) -> [PackedTexts] {
-        var result: [PackedTexts] = []
+        microBatchRanges(texts).map { PackedTexts(texts[$0], firstIndex: $0.lowerBound) }
+    }
+
+    /// Text index ranges of `microBatches`.
+    private func microBatchRanges(_ texts: [TrainingText]) -> [Range<Int>] {
+        var result: [Range<Int>] = []
         var start = 0, tokens = 0
         for (index, text) in texts.enumerated() {
             if index > start, tokens + text.tokens.count > configuration.microBatchTokens {
-                result.append(PackedTexts(texts[start..<index], firstIndex: start))
+                result.append(start..<index)
                 start = index
                 tokens = 0
             }
             tokens += text.tokens.count
         }
-        if start < texts.count { result.append(PackedTexts(texts[start...], firstIndex: start)) }
+        if start < texts.count { result.append(start..<texts.count) }
         return result
+    }
+
+    /// The texts of one micro-batch cut into at most one part per worker: consecutive texts, each part
+    /// ending at the text whose middle is nearest its share of the tokens.
+    func parts(of texts: [TrainingText], _ range: Range<Int>) -> [PackedTexts] {
+        let count = min(workers.count, range.count)
+        guard count > 1 else { return count == 1 ? [PackedTexts(texts[range], firstIndex: range.lowerBound)] : [] }
+        let total = texts[range].reduce(0) { $0 + $1.tokens.count }
+        var cuts = [range.lowerBound]
+        var index = range.lowerBound, tokens = 0
+        for part in 1..<count {
+            let target = total * part / count
+            // At least one text per part, and one left for every later part.
+            while index < range.upperBound - (count - part),
+                  index == cuts[cuts.count - 1] || 2 * tokens + texts[index].tokens.count <= 2 * target {
+                tokens += texts[index].tokens.count
+                index += 1
+            }
+            cuts.append(index)
+        }
+        cuts.append(range.upperBound)
+        return (0..<count).map { PackedTexts(texts[cuts[$0]..<cuts[$0 + 1]], firstIndex: cuts[$0]) }
+    }
+
+    /// Runs `body(part, worker, index)` for each part with its own worker: side by side when there are
+    /// several, with OpenBLAS single-threaded meanwhile.
+    private func runParts(_ parts: [PackedTexts], _ body: (PackedTexts, PassWorker, Int) -> Void) {
+        guard parts.count > 1 else {
+            if let part = parts.first { body(part, workers[0], 0) }
+            return
+        }
+        // Each part uses only its own worker and its own rows of shared outputs; concurrentPerform joins before returning.
+        nonisolated(unsafe) let body = body, workers = workers
+        SingleThreadedBLAS.run {
+            DispatchQueue.concurrentPerform(iterations: parts.count) { index in body(parts[index], workers[index], index) }
+        }
     }
 
     /// Where a pass reads the adapter and accumulates its gradients; `dropoutStep` nil = no dropout.
@@ -176,8 +284,22 @@ public final class LlamaTrainer {
         let dropoutStep: Int?
     }
 
+    /// One thread's memory: its forward activations (valid until its next forward), its backward
+    /// gradients, and for every worker but the first an adapter-gradient accumulator, summed into the
+    /// first's after the pass (its pages are touched only when a step uses the worker).
+    private final class PassWorker {
+        let forwardArena = Arena()
+        let backwardArena = Arena()
+        var cache: ForwardCache?
+        let gradients: UnsafeMutablePointer<Float>?
+
+        init(gradientCount: Int) { gradients = gradientCount > 0 ? .allocate(capacity: gradientCount) : nil }
+
+        deinit { gradients?.deallocate() }
+    }
+
     /// Activations of a whole forward pass (per layer when kept, else one reused set), valid until the
-    /// next forward pass.
+    /// worker's next forward pass.
     private final class ForwardCache {
         let layers: [BlockActivations]
         let finalResidual: UnsafeMutablePointer<Float>   // x_L [T x hidden]
@@ -215,10 +337,13 @@ public final class LlamaTrainer {
         return BlockAdapters(factorsByTarget: factors, hiddenSlotByTarget: hiddenSlots)
     }
 
-    /// Runs the stack and pools; `keep` saves every layer's activations for `backward`.
-    private func forward(_ batch: PackedTexts, _ context: PassContext, keep: Bool) -> (embeddings: [Float], cache: ForwardCache) {
+    /// Runs the stack and pools into `embeddings` ([texts x hidden], when given); `keep` saves every
+    /// layer's activations for `backward`.
+    private func forward(
+        _ batch: PackedTexts, _ context: PassContext, _ worker: PassWorker, keep: Bool, embeddings: UnsafeMutablePointer<Float>?
+    ) -> ForwardCache {
         let tokens = batch.tokenCount, hidden = modelConfig.hiddenSize
-        let arena = forwardArena
+        let arena = worker.forwardArena
         arena.reset()
         let layers: [BlockActivations]
         if keep {
@@ -253,27 +378,29 @@ public final class LlamaTrainer {
             RMSNormOp.forward(cache.finalResidual, weight: w, epsilon: shape.epsilon, rows: tokens, width: hidden, stride: hidden,
                               into: cache.finalStates, inverseRMS: cache.finalInverseRMS)
         }
-        var embeddings = [Float](repeating: 0, count: batch.textCount * hidden)
-        embeddings.withUnsafeMutableBufferPointer { out in
-            guard let out = out.baseAddress else { return }
+        if let embeddings {
             for text in 0..<batch.textCount {
                 let start = batch.offsets[text]
                 PoolingOp.forward(cache.finalStates + start * hidden, width: hidden, length: batch.offsets[text + 1] - start,
-                                  pooling: configuration.pooling, pooledRows: batch.pooledRows[text], into: out + text * hidden)
+                                  pooling: configuration.pooling, pooledRows: batch.pooledRows[text], into: embeddings + text * hidden)
             }
         }
-        return (embeddings, cache)
+        return cache
     }
 
-    /// Backpropagates ∂L/∂embedding ([texts x hidden]) through pooling, the final norm and every block.
-    private func backward(_ batch: PackedTexts, _ cache: ForwardCache, embeddingGradients: [Float], _ context: PassContext) {
+    /// Backpropagates ∂L/∂embedding (rows of the whole step's [texts x hidden]; the batch reads its own)
+    /// through pooling, the final norm and every block.
+    private func backward(
+        _ batch: PackedTexts, _ cache: ForwardCache, _ worker: PassWorker, embeddingGradients: [Float], _ context: PassContext
+    ) {
         let tokens = batch.tokenCount, hidden = modelConfig.hiddenSize
-        backwardArena.reset()
-        let scratch = BackwardScratch(shape: shape, batch: batch, arena: backwardArena)
-        let stateGradient = backwardArena.take(tokens * hidden), gradient = backwardArena.take(tokens * hidden)
+        let arena = worker.backwardArena
+        arena.reset()
+        let scratch = BackwardScratch(shape: shape, batch: batch, arena: arena)
+        let stateGradient = arena.take(tokens * hidden), gradient = arena.take(tokens * hidden)
         stateGradient.update(repeating: 0, count: tokens * hidden)
-        embeddingGradients.withUnsafeBufferPointer { g in
-            guard let g = g.baseAddress else { return }
+        embeddingGradients.withUnsafeBufferPointer { all in
+            guard let g = all.baseAddress.map({ $0 + batch.firstIndex * hidden }) else { return }
             for text in 0..<batch.textCount {
                 let start = batch.offsets[text]
                 PoolingOp.backward(embeddingGradient: g + text * hidden, width: hidden, length: batch.offsets[text + 1] - start,

@@ -3,6 +3,8 @@ import CondenseTensor
 
 /// Geometry of one packed micro-batch: texts' tokens back to back (no padding).
 struct PackedTexts {
+    /// Index of the first text in the step's batch.
+    let firstIndex: Int
     /// Text `i` is rows `offsets[i] ..< offsets[i + 1]`.
     let offsets: [Int]
     let tokens: [Int32]
@@ -23,6 +25,7 @@ struct PackedTexts {
             offsets.append(tokens.count)
             pooledRows.append(text.pooledRows)
         }
+        self.firstIndex = firstIndex
         self.offsets = offsets
         self.tokens = tokens
         self.rowKeys = rowKeys

@@ -10,6 +10,8 @@ struct Condense: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, HealthCommand.self, InfoCommand.self, TokenizeCommand.self, EmbedCommand.self,
             EvalCommand.self, AttentionCommand.self, CoordinatorCommand.self, WorkerCommand.self,
+            FinetuneCommand.self,
+            PairsCommand.self,
         ]
     )
 

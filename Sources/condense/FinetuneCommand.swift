@@ -1,0 +1,154 @@
+import ArgumentParser
+import CondenseEmbedding
+import CondenseModel
+import CondenseTraining
+import Foundation
+
+struct FinetuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finetune",
+        abstract: "Fine-tune LoRA adapters with a contrastive (InfoNCE) loss on text pairs, locally.",
+        discussion: """
+            Each step takes a batch of pairs; every other pair's positive is a negative, so no text occurs \
+            twice in a batch (a conflicting pair moves to a later batch). Texts are prompted, truncated \
+            and pooled exactly as `condense embed` does with the same --prompt/--pooling/--max-tokens.
+
+            Writes OUT/checkpoint-STEP/ every --checkpoint-every steps and at the end (PEFT adapter, \
+            condense_recipe.json, optimizer and trainer state), OUT/training_log.jsonl (one line per step), \
+            and the final adapter in OUT itself (load it with --adapter OUT). --resume continues from the \
+            newest complete checkpoint with identical results.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Training pairs: .csv (text,text_aug; header optional) or .jsonl ({\"text\": ..., \"text_aug\": ...}).")
+    var pairs: String
+    @Option(help: "Optimizer steps (default: one epoch). Sets the learning-rate decay.")
+    var steps: Int?
+    @Option(help: "Passes over the pairs, instead of --steps.")
+    var epochs: Int?
+    @Option(help: "Pairs per step; each text's negatives are the other pairs' positives.")
+    var batch = FineTuneOptions.defaultBatchSize
+    @Option(help: "Most tokens per forward/backward pass (gradient caching above it): about 0.8 MB of activations per token on SmolLM2-135M at rank 64.")
+    var microBatch = FineTuneOptions.defaultMicroBatchTokens
+    @Option(help: "Peak learning rate (AdamW).")
+    var lr: Float = 5e-5
+    @Option(help: "Linear warmup steps, then linear decay to 0 at the last step.")
+    var warmup = 100
+    @Option(help: "LoRA rank.")
+    var rank = 64
+    @Option(help: "LoRA alpha (scaling alpha/rank).")
+    var alpha: Float = 16
+    @Option(help: "LoRA dropout.")
+    var dropout: Float = 0.05
+    @Option(help: "Adapted projections, comma-separated: \(LoRATarget.allCases.map(\.rawValue).joined(separator: ",")).")
+    var targets = LoRATarget.defaultTargets.map(\.rawValue).joined(separator: ",")
+    @Option(help: "InfoNCE temperature.")
+    var temperature: Float = 0.2
+    @Option(help: "Margin subtracted from each positive's cosine.")
+    var margin: Float = 0
+    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once.")
+    var prompt = "cluster1"
+    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var pooling = Pooling.mean.rawValue
+    @Flag(help: "Pool only over the text's own tokens (mean and weighted-mean).")
+    var excludePrompt = false
+    @Flag(inversion: .prefixedNo, help: "Record L2 normalization in the recipe for inference (training compares by cosine).")
+    var normalize = true
+    @Option(help: "Token limit of each raw text, before the prompt is added.")
+    var maxTokens = FineTuneOptions.defaultMaxTokens
+    @Option(help: "Seed of the adapter's initialisation, the data order, dropout and augmentations.")
+    var seed: UInt64 = 42
+    @Option(help: "Probability of deleting each word of a positive (text_aug side only; 0 = off).")
+    var augmentDelete: Double = 0
+    @Option(help: "Probability of swapping each word of a positive with the next one (text_aug side only; 0 = off).")
+    var augmentSwap: Double = 0
+    @Option(help: "Probability of noise on each character of a positive: delete, replace, insert or swap (text_aug side only; 0 = off).")
+    var augmentChar: Double = 0
+    @Option(help: "Save a checkpoint every N steps (0: only at the end).")
+    var checkpointEvery = 500
+    @Option(help: "Output directory: checkpoints, training log, final adapter.")
+    var out: String
+    @Flag(help: "Continue from the newest complete checkpoint in --out (the settings must match).")
+    var resume = false
+
+    func run() throws {
+        let options = try fineTuneOptions()
+        let file: PairsFile
+        do { file = try PairsFile.read(path: pairs) } catch { throw CLIFailure("\(error)") }
+        let skipped = file.skippedEmptyRows > 0 ? " (\(file.skippedEmptyRows) rows skipped: empty side)" : ""
+        report("\(file.pairs.count) pairs from \(pairs)\(skipped)")
+
+        let model: LoadedModel
+        do { model = try ModelLoader.load(path: modelOptions.model) } catch { throw CLIFailure("\(error)") }
+        let baseModel = URL(fileURLWithPath: modelOptions.model).lastPathComponent
+        do {
+            let run = try FineTuneRun(model: model, baseModel: baseModel, pairs: file.pairs, skippedPairs: file.skippedEmptyRows,
+                                      options: options)
+            if let checkpoint = run.resumedFrom { report("resuming from \(checkpoint) at step \(run.completedSteps)/\(run.totalSteps)") }
+            let progress = StepProgress()
+            try run.run { progress.update($0) }
+            progress.finish()
+            report("adapter written to \(out) after \(run.completedSteps) steps")
+        } catch { throw CLIFailure("\(error)") }
+    }
+
+    private func fineTuneOptions() throws -> FineTuneOptions {
+        guard let pooling = Pooling(rawValue: pooling) else {
+            throw CLIFailure("unknown pooling '\(pooling)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let template: PromptTemplate
+        do { template = try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
+        var loraTargets: [LoRATarget] = []
+        for name in targets.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
+            guard let target = LoRATarget(rawValue: name.hasSuffix("_proj") ? String(name.dropLast(5)) : name) else {
+                throw CLIFailure("unknown LoRA target '\(name)' (use \(LoRATarget.allCases.map(\.rawValue).joined(separator: ",")))")
+            }
+            loraTargets.append(target)
+        }
+        let training = TrainingConfiguration(
+            lora: LoRAConfiguration(rank: rank, alpha: alpha, dropout: dropout, targets: loraTargets),
+            learningRate: lr, warmupSteps: warmup, temperature: temperature, margin: margin, pooling: pooling,
+            microBatchTokens: microBatch, seed: seed)
+        return FineTuneOptions(
+            training: training,
+            embedding: EmbeddingOptions(prompt: template, pooling: pooling, normalize: normalize, excludePrompt: excludePrompt,
+                                        maxTokens: maxTokens),
+            batchSize: batch, steps: steps, epochs: epochs,
+            augmentation: NoiseAugmentation(wordDeletion: augmentDelete, wordSwap: augmentSwap, characterNoise: augmentChar),
+            checkpointEvery: checkpointEvery, outputDirectory: out, resume: resume)
+    }
+
+    private func report(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}
+
+/// The per-step line on stderr: step/total, loss, learning rate, pairs/s, ETA; redrawn in place on a
+/// terminal, one plain line per step otherwise (logs, CI). Steps take seconds, so every one is shown.
+private final class StepProgress {
+    private let interactive = isatty(STDERR_FILENO) != 0
+    private var drawn = false
+
+    func update(_ progress: FineTuneProgress) {
+        var line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.1f pairs/s", progress.step, progress.totalSteps,
+                          progress.loss, Double(progress.learningRate), progress.pairsPerSecond)
+            + "  ETA " + Self.duration(progress.secondsRemaining)
+        if let checkpoint = progress.checkpoint { line += "  saved \((checkpoint as NSString).lastPathComponent)" }
+        write(interactive ? "\r" + line + "\u{1B}[K" : line + "\n")
+        drawn = interactive
+    }
+
+    func finish() {
+        if drawn { write("\n") }
+    }
+
+    private func write(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    private static func duration(_ seconds: Double) -> String {
+        let whole = Int(seconds.rounded())
+        if whole >= 3600 { return "\(whole / 3600)h\(String(format: "%02d", whole / 60 % 60))m" }
+        return whole >= 60 ? "\(whole / 60)m\(String(format: "%02d", whole % 60))s" : "\(whole)s"
+    }
+}
