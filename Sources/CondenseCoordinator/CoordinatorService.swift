@@ -3,9 +3,10 @@ import CondenseRPC
 import CondenseWire
 import Logging
 
-/// The coordinator's RPC surface: `WorkerService.Connect` for embedding workers, and
+/// The coordinator's RPC surface: `WorkerService` for embedding and training workers,
 /// `EmbeddingService` (Embed, EmbedStream, Health) for clients, answered by fanning batches out
-/// to the workers. Run `monitorHeartbeats()` alongside the server so silent workers are dropped.
+/// to the workers, and `FineTuneService` when a state directory holds the job store. Run
+/// `monitorHeartbeats()` alongside the server so silent workers are dropped.
 ///
 /// Tokenize and GetModelInfo need a model and are not offered here (UNIMPLEMENTED); options
 /// that need the model to check (dimensions, max_tokens) are checked by the worker, which fails
@@ -14,10 +15,16 @@ public struct CoordinatorService: RPCService {
     private let scheduler: EmbeddingScheduler
     private let settings: CoordinatorSettings
     private let logger: Logger
+    /// Fine-tuning jobs; nil without a state directory (training workers are then refused).
+    public let fineTune: FineTuneCoordinator?
 
-    public init(settings: CoordinatorSettings = .init(), logger: Logger = Logger(label: "condense.coordinator")) {
+    public init(
+        settings: CoordinatorSettings = .init(), fineTune: FineTuneCoordinator? = nil,
+        logger: Logger = Logger(label: "condense.coordinator")
+    ) {
         self.settings = settings
         self.logger = logger
+        self.fineTune = fineTune
         scheduler = EmbeddingScheduler(settings: settings, logger: logger)
     }
 
@@ -31,15 +38,47 @@ public struct CoordinatorService: RPCService {
         while !Task.isCancelled {
             do { try await Task.sleep(for: settings.heartbeatTimeout / 4) } catch { return }
             await scheduler.evictSilentWorkers()
+            await fineTune?.evictSilentWorkers()
         }
     }
 
     public func register(in registry: inout RPCMethodRegistry) {
         let scheduler = self.scheduler
         let settings = self.settings
+        let fineTune = self.fineTune
+        fineTune?.register(in: &registry)
         registry.bidirectional(Methods.WorkerService.connect.path) {
             (requests: RPCMessageStream<WorkerMessage>, responses: RPCMessageWriter<CoordinatorMessage>, context) in
-            try await Self.serveWorkerSession(requests: requests, responses: responses, scheduler: scheduler, context: context)
+            // Messages for the worker go through `relay`; when a scheduler ends the session it finishes
+            // the relay, the writer returns, and the reader (blocked on the worker) is cancelled.
+            let (relay, relayInput) = AsyncStream<CoordinatorMessage>.makeStream()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await message in relay { try await responses.write(message) }
+                }
+                group.addTask {
+                    defer { relayInput.finish() }
+                    var messages = requests.makeAsyncIterator()
+                    guard let first = try await messages.next() else { return }
+                    guard case .registration(let registration) = first.kind else {
+                        throw RPCError(code: .failedPrecondition, message: "the first WorkerMessage must be Register")
+                    }
+                    switch registration.kind {
+                    case .train:
+                        guard let fineTune else {
+                            throw RPCError(code: .unimplemented, message: "this coordinator has no state directory, so it runs no fine-tuning jobs")
+                        }
+                        try await fineTune.serveTrainingSession(registration, messages: &messages, relay: relayInput)
+                    case .embed:
+                        try await Self.serveEmbeddingSession(
+                            registration, messages: &messages, relay: relayInput, scheduler: scheduler, context: context)
+                    case .unspecified:
+                        throw RPCError(code: .invalidArgument, message: "Register.kind must be EMBED or TRAIN")
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
         }
         registry.unary(Methods.EmbeddingService.health.path) { (request: HealthRequest, _) -> HealthResponse in
             guard request.service.isEmpty || request.service == Methods.EmbeddingService.serviceName else {
@@ -202,42 +241,35 @@ public struct CoordinatorService: RPCService {
         return await scheduler.anyModel
     }
 
-    /// One worker's Connect call: Register, then heartbeats and results; assignments go out as
-    /// the scheduler hands them over. The session ends when either side ends it.
-    private static func serveWorkerSession(
-        requests: RPCMessageStream<WorkerMessage>, responses: RPCMessageWriter<CoordinatorMessage>,
+    /// An embedding worker's Connect session after its Register: assignments go out through `relay`
+    /// as the scheduler hands them over; heartbeats and results come in.
+    private static func serveEmbeddingSession<Messages: AsyncIteratorProtocol>(
+        _ registration: Register, messages: inout Messages, relay: AsyncStream<CoordinatorMessage>.Continuation,
         scheduler: EmbeddingScheduler, context: RPCContext
-    ) async throws {
+    ) async throws where Messages.Element == WorkerMessage {
         let (session, outbound) = await scheduler.openSession()
-        var reason = "session ended by the worker"
+        async let forwarding: Void = {
+            for await message in outbound { relay.yield(message) }
+            relay.finish()
+        }()
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for try await message in requests {
-                        switch message.kind {
-                        case .registration(let registration): try await scheduler.register(session, registration)
-                        case .heartbeat(let heartbeat): await scheduler.heartbeat(session, heartbeat)
-                        case .embedResult(let result): await scheduler.complete(session, result)
-                        case .trainEvent:
-                            throw RPCError(code: .unimplemented, message: "training workers are not supported yet")
-                        case nil:
-                            throw RPCError(code: .invalidArgument, message: "WorkerMessage without a kind")
-                        }
-                    }
+            try await scheduler.register(session, registration)
+            while let message = try await messages.next() {
+                switch message.kind {
+                case .registration: throw RPCError(code: .invalidArgument, message: "Register sent twice in one session")
+                case .heartbeat(let heartbeat): await scheduler.heartbeat(session, heartbeat)
+                case .embedResult(let result): await scheduler.complete(session, result)
+                case .trainEvent: throw RPCError(code: .invalidArgument, message: "an embedding worker sent a training event")
+                case nil: throw RPCError(code: .invalidArgument, message: "WorkerMessage without a kind")
                 }
-                group.addTask {
-                    for await message in outbound { try await responses.write(message) }
-                }
-                // Either direction ending ends the session.
-                try await group.next()
-                group.cancelAll()
             }
         } catch {
-            reason = "\(error)"
-            await scheduler.endSession(session, reason: reason)
+            await scheduler.endSession(session, reason: "\(error)")
+            await forwarding
             throw error
         }
-        await scheduler.endSession(session, reason: reason)
+        await scheduler.endSession(session, reason: "session ended by the worker")
+        await forwarding
         context.logger.debug("worker session closed", metadata: ["peer": "\(context.peer)"])
     }
 }

@@ -206,7 +206,7 @@ extension CoordinatorSuites {
                     Methods.EmbeddingService.embed.path,
                     request: EmbedRequest(texts: ["a"], options: EmbedOptions(prompt: .promptTemplate("no placeholder"))))
             }
-            // A training worker is refused: its session ends and it is not counted.
+            // Without a state directory a training worker is refused: its session ends, it is not counted.
             let trainer = try await StallingWorker(port: cluster.port, id: "trainer", kind: .train)
             for await _ in trainer.assignments {}
             #expect(await cluster.service.embeddingWorkerCount == 1)

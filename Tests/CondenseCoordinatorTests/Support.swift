@@ -84,8 +84,8 @@ final class TestCluster: Sendable {
         self.tasks = tasks
     }
 
-    static func start(settings: CoordinatorSettings = .init()) async throws -> TestCluster {
-        let service = CoordinatorService(settings: settings, logger: quietLogger)
+    static func start(settings: CoordinatorSettings = .init(), fineTune: FineTuneCoordinator? = nil) async throws -> TestCluster {
+        let service = CoordinatorService(settings: settings, fineTune: fineTune, logger: quietLogger)
         let server = RPCServer(
             configuration: .init(shutdownGracePeriod: .milliseconds(500)), services: [service], logger: quietLogger)
         let port = try await server.start()

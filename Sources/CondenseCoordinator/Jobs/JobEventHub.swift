@@ -1,0 +1,26 @@
+import CondenseWire
+
+/// Live job events for WatchJob callers. Watchers subscribe before they replay the stored log and
+/// drop live events they already replayed (by sequence), so nothing falls between the two.
+actor JobEventHub {
+    private var subscribers: [String: [UInt64: AsyncStream<JobEvent>.Continuation]] = [:]
+    private var nextID: UInt64 = 1
+
+    func subscribe(_ jobID: String) -> (id: UInt64, events: AsyncStream<JobEvent>) {
+        let id = nextID
+        nextID += 1
+        // Unbounded, but a job emits at most a few events per second and the watcher drains them.
+        let (stream, continuation) = AsyncStream<JobEvent>.makeStream()
+        subscribers[jobID, default: [:]][id] = continuation
+        return (id, stream)
+    }
+
+    func unsubscribe(_ jobID: String, _ id: UInt64) {
+        subscribers[jobID]?.removeValue(forKey: id)?.finish()
+        if subscribers[jobID]?.isEmpty == true { subscribers[jobID] = nil }
+    }
+
+    func publish(_ event: JobEvent) {
+        for continuation in subscribers[event.jobID, default: [:]].values { continuation.yield(event) }
+    }
+}
