@@ -6,6 +6,11 @@ public enum EmbeddingFiles {
     /// for a failed item. Numbers are written in their shortest round-trip form; non-finite
     /// components (not valid JSON numbers) as null.
     public static func jsonLines(_ results: [Result<[Float], EmbeddingError>]) -> [UInt8] {
+        jsonLines(describing: results)
+    }
+
+    /// `jsonLines` for errors of another kind (e.g. a server's item errors), written as their description.
+    public static func jsonLines(describing results: [Result<[Float], some Error & CustomStringConvertible>]) -> [UInt8] {
         var out = ""
         out.reserveCapacity(results.count * 12 * ((try? results.first?.get().count) ?? 1))
         for (index, result) in results.enumerated() {
@@ -26,7 +31,7 @@ public enum EmbeddingFiles {
 
     /// A float32 `.npy` matrix of shape (results, dimensions); a failed item is a row of NaN so that
     /// row numbers keep matching input positions.
-    public static func npy(_ results: [Result<[Float], EmbeddingError>], dimensions: Int) -> [UInt8] {
+    public static func npy(_ results: [Result<[Float], some Error>], dimensions: Int) -> [UInt8] {
         var values: [Float] = []
         values.reserveCapacity(results.count * dimensions)
         for result in results {

@@ -10,7 +10,7 @@ struct Condense: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, HealthCommand.self, InfoCommand.self, TokenizeCommand.self, EmbedCommand.self,
             EvalCommand.self, AttentionCommand.self, CoordinatorCommand.self, WorkerCommand.self,
-            FinetuneCommand.self,
+            FinetuneGroupCommand.self, AdaptersCommand.self,
             PairsCommand.self,
         ]
     )

@@ -7,7 +7,7 @@ import Logging
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
-        abstract: "Serve the embedding API by spreading batches over workers that dial in (condense worker embed).")
+        abstract: "Serve the embedding and fine-tuning APIs through workers that dial in (condense worker embed|train).")
 
     @Option(help: "Address clients and workers connect to, HOST:PORT.")
     var listen: HostPort = HostPort(argument: "127.0.0.1:7433")!
@@ -35,11 +35,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw CLIFailure("--batch-texts, --max-queued-texts, --stream-window-texts and --heartbeat-timeout must be positive")
         }
         let token = try authTokenFile.map(authToken(fromFile:))
+        // Jobs, their events, checkpoints and adapters live in the state directory; what a previous run
+        // left unfinished is queued again.
+        let fineTune: FineTuneCoordinator
+        do {
+            fineTune = try FineTuneCoordinator(stateDirectory: state, heartbeatTimeout: .seconds(heartbeatTimeout), logger: logger)
+            try await fineTune.recover()
+        } catch {
+            throw CLIFailure("cannot open the job state in \(state): \(error)")
+        }
         let service = CoordinatorService(
             settings: CoordinatorSettings(
                 batchTexts: batchTexts, maxQueuedTexts: maxQueuedTexts, streamWindowTexts: streamWindowTexts,
                 heartbeatTimeout: .seconds(heartbeatTimeout)),
-            logger: logger)
+            fineTune: fineTune, logger: logger)
         // Workers keep their session open between batches: the idle timeout must not cut it, so it
         // is well above the heartbeat interval workers use (2 s).
         let server = RPCServer(
@@ -58,8 +67,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         try await server.stop()
     }
 
-    /// The embedding path keeps no state yet (job state comes with fine-tuning); the directory
-    /// holds `coordinator.json` with the bound address, so tools and tests can find the port.
+    /// `coordinator.json` in the state directory holds the bound address, so tools and tests can find
+    /// the port.
     private func writeStateFile(address: String) throws {
         let directory = URL(fileURLWithPath: state, isDirectory: true)
         do {

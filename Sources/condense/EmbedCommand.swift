@@ -2,14 +2,18 @@ import ArgumentParser
 import CondenseEmbedding
 import Foundation
 
-struct EmbedCommand: ParsableCommand {
+struct EmbedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed",
-        abstract: "Embed the texts of a file with a local model.",
+        abstract: "Embed the texts of a file with a local model, or on a server.",
         discussion: """
             Writes .jsonl ({"index": i, "embedding": [...]} per line, input order; failed items carry \
             "error" instead) or .npy (float32, shape (texts, dimensions); failed items are rows of NaN). \
             Exits non-zero when any item failed.
+
+            With --server the texts stream through the server's EmbedStream (`condense serve` or \
+            `condense coordinator`): --adapter then names an adapter id on the server, --model and \
+            --token-budget do not apply, and options left out take the server's defaults (and the adapter's recipe).
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -35,10 +39,15 @@ struct EmbedCommand: ParsableCommand {
     var input: String
     @Option(help: "Output file: .jsonl or .npy.")
     var output: String
+    @Option(help: "Embed on this server (HOST:PORT) instead of with a local model.")
+    var server: HostPort?
+    @Option(help: "File holding the server's shared secret (with --server).")
+    var authTokenFile: String?
 
     enum OutputFormat { case jsonl, npy }
 
-    func run() throws {
+    func run() async throws {
+        if let server { return try await embedOnServer(server) }
         let format = try outputFormat()
         let options = try embeddingOptions()
         let texts: [String]
@@ -54,11 +63,14 @@ struct EmbedCommand: ParsableCommand {
         let tokens = results.reduce(0) { sum, result in sum + ((try? result.get().tokenCount) ?? 0) }
         let failed = results.filter { if case .failure = $0 { true } else { false } }.count
         progress.finish(alsoCounted: [(tokens, "tokens")], note: failed > 0 ? "\(failed) failed" : nil)
+        try write(results.map { $0.map(\.vector) }, format: format, dimensions: options.dimensions ?? embedder.dimensions)
+    }
 
-        let width = options.dimensions ?? embedder.dimensions
+    /// Writes the output file, then fails (after writing) when any item failed.
+    func write(_ results: [Result<[Float], some Error & CustomStringConvertible>], format: OutputFormat, dimensions: Int) throws {
         let bytes = switch format {
-        case .jsonl: EmbeddingFiles.jsonLines(results.map { $0.map(\.vector) })
-        case .npy: EmbeddingFiles.npy(results.map { $0.map(\.vector) }, dimensions: width)
+        case .jsonl: EmbeddingFiles.jsonLines(describing: results)
+        case .npy: EmbeddingFiles.npy(results, dimensions: dimensions)
         }
         do { try Data(bytes).write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
             throw CLIFailure("cannot write \(output): \(error.localizedDescription)")
@@ -70,11 +82,11 @@ struct EmbedCommand: ParsableCommand {
         guard failures.isEmpty else {
             let shown = failures.prefix(10).joined(separator: "\n")
             let more = failures.count > 10 ? "\n... and \(failures.count - 10) more" : ""
-            throw CLIFailure("\(failures.count) of \(texts.count) texts failed:\n\(shown)\(more)")
+            throw CLIFailure("\(failures.count) of \(results.count) texts failed:\n\(shown)\(more)")
         }
     }
 
-    private func outputFormat() throws -> OutputFormat {
+    func outputFormat() throws -> OutputFormat {
         switch (output as NSString).pathExtension.lowercased() {
         case "jsonl": .jsonl
         case "npy": .npy

@@ -6,7 +6,7 @@ import Foundation
 
 struct FinetuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "finetune",
+        commandName: "local",
         abstract: "Fine-tune LoRA adapters with a contrastive (InfoNCE) loss on text pairs, locally.",
         discussion: """
             Each step takes a batch of pairs; every other pair's positive is a negative, so no text occurs \
@@ -22,50 +22,17 @@ struct FinetuneCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Training pairs: .csv (text,text_aug; header optional) or .jsonl ({\"text\": ..., \"text_aug\": ...}).")
     var pairs: String
-    @Option(help: "Optimizer steps (default: one epoch). Sets the learning-rate decay.")
-    var steps: Int?
-    @Option(help: "Passes over the pairs, instead of --steps.")
-    var epochs: Int?
-    @Option(help: "Pairs per step; each text's negatives are the other pairs' positives.")
-    var batch = FineTuneOptions.defaultBatchSize
+    @OptionGroup var hyperparameters: FineTuneHyperparameterOptions
     @Option(help: "Most tokens per forward/backward pass (gradient caching above it): about 0.8 MB of activations per token on SmolLM2-135M at rank 64.")
     var microBatch = FineTuneOptions.defaultMicroBatchTokens
-    @Option(help: "Peak learning rate (AdamW).")
-    var lr: Float = 5e-5
-    @Option(help: "Linear warmup steps, then linear decay to 0 at the last step.")
-    var warmup = 100
-    @Option(help: "LoRA rank.")
-    var rank = 64
-    @Option(help: "LoRA alpha (scaling alpha/rank).")
-    var alpha: Float = 16
-    @Option(help: "LoRA dropout.")
-    var dropout: Float = 0.05
-    @Option(help: "Adapted projections, comma-separated: \(LoRATarget.allCases.map(\.rawValue).joined(separator: ",")).")
-    var targets = LoRATarget.defaultTargets.map(\.rawValue).joined(separator: ",")
-    @Option(help: "InfoNCE temperature.")
-    var temperature: Float = 0.2
-    @Option(help: "Margin subtracted from each positive's cosine.")
-    var margin: Float = 0
-    @Option(help: "Prompt name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text} once.")
-    var prompt = "cluster1"
-    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var pooling = Pooling.mean.rawValue
     @Flag(help: "Pool only over the text's own tokens (mean and weighted-mean).")
     var excludePrompt = false
-    @Flag(inversion: .prefixedNo, help: "Record L2 normalization in the recipe for inference (training compares by cosine).")
-    var normalize = true
-    @Option(help: "Token limit of each raw text, before the prompt is added.")
-    var maxTokens = FineTuneOptions.defaultMaxTokens
-    @Option(help: "Seed of the adapter's initialisation, the data order, dropout and augmentations.")
-    var seed: UInt64 = 42
     @Option(help: "Probability of deleting each word of a positive (text_aug side only; 0 = off).")
     var augmentDelete: Double = 0
     @Option(help: "Probability of swapping each word of a positive with the next one (text_aug side only; 0 = off).")
     var augmentSwap: Double = 0
     @Option(help: "Probability of noise on each character of a positive: delete, replace, insert or swap (text_aug side only; 0 = off).")
     var augmentChar: Double = 0
-    @Option(help: "Save a checkpoint every N steps (0: only at the end).")
-    var checkpointEvery = 500
     @Option(help: "Output directory: checkpoints, training log, final adapter.")
     var out: String
     @Flag(help: "Continue from the newest complete checkpoint in --out (the settings must match).")
@@ -93,29 +60,28 @@ struct FinetuneCommand: ParsableCommand {
     }
 
     private func fineTuneOptions() throws -> FineTuneOptions {
-        guard let pooling = Pooling(rawValue: pooling) else {
-            throw CLIFailure("unknown pooling '\(pooling)' (use \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
-        }
+        let settings = hyperparameters
+        typealias Default = FineTuneHyperparameterOptions.LocalDefault
+        let pooling = try settings.parsedPooling() ?? .mean
         let template: PromptTemplate
-        do { template = try PromptTemplate(nameOrTemplate: prompt) } catch { throw CLIFailure("\(error)") }
-        var loraTargets: [LoRATarget] = []
-        for name in targets.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
-            guard let target = LoRATarget(rawValue: name.hasSuffix("_proj") ? String(name.dropLast(5)) : name) else {
-                throw CLIFailure("unknown LoRA target '\(name)' (use \(LoRATarget.allCases.map(\.rawValue).joined(separator: ",")))")
-            }
-            loraTargets.append(target)
+        do { template = try settings.parsedPrompt() ?? PromptTemplate(nameOrTemplate: Default.prompt) } catch {
+            throw CLIFailure("\(error)")
         }
         let training = TrainingConfiguration(
-            lora: LoRAConfiguration(rank: rank, alpha: alpha, dropout: dropout, targets: loraTargets),
-            learningRate: lr, warmupSteps: warmup, temperature: temperature, margin: margin, pooling: pooling,
-            microBatchTokens: microBatch, seed: seed)
+            lora: LoRAConfiguration(rank: settings.rank ?? Default.rank, alpha: settings.alpha ?? Default.alpha,
+                                    dropout: settings.dropout ?? Default.dropout,
+                                    targets: try settings.parsedTargets() ?? LoRATarget.defaultTargets),
+            learningRate: settings.lr ?? Default.learningRate, warmupSteps: settings.warmup ?? Default.warmup,
+            temperature: settings.temperature ?? Default.temperature, margin: settings.margin ?? 0, pooling: pooling,
+            microBatchTokens: microBatch, seed: settings.seed ?? Default.seed)
         return FineTuneOptions(
             training: training,
-            embedding: EmbeddingOptions(prompt: template, pooling: pooling, normalize: normalize, excludePrompt: excludePrompt,
-                                        maxTokens: maxTokens),
-            batchSize: batch, steps: steps, epochs: epochs,
+            embedding: EmbeddingOptions(prompt: template, pooling: pooling, normalize: settings.normalize ?? true,
+                                        excludePrompt: excludePrompt, maxTokens: settings.maxTokens ?? FineTuneOptions.defaultMaxTokens),
+            batchSize: settings.batch ?? FineTuneOptions.defaultBatchSize, steps: settings.steps, epochs: settings.epochs,
             augmentation: NoiseAugmentation(wordDeletion: augmentDelete, wordSwap: augmentSwap, characterNoise: augmentChar),
-            checkpointEvery: checkpointEvery, outputDirectory: out, resume: resume)
+            checkpointEvery: settings.checkpointEvery ?? Default.checkpointEvery,
+            outputDirectory: out, resume: resume)
     }
 
     private func report(_ line: String) {

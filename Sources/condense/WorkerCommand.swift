@@ -1,5 +1,7 @@
 import ArgumentParser
 import CondenseEmbedding
+import CondenseModel
+import CondenseTraining
 import CondenseServer
 import CondenseTensor
 import CondenseWorker
@@ -9,7 +11,7 @@ import Logging
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Run a worker that dials a coordinator and takes its assignments.",
-        subcommands: [WorkerEmbedCommand.self])
+        subcommands: [WorkerEmbedCommand.self, WorkerTrainCommand.self])
 }
 
 struct WorkerEmbedCommand: AsyncParsableCommand {
@@ -60,6 +62,58 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
                 threads: BLASRuntime.threads),
             embedder: served.embedder, modelID: served.modelID, logger: logger)
         logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(served.modelID)"])
+        let running = Task { try await worker.run() }
+        let stop = Task {
+            await ShutdownSignal.wait()
+            running.cancel()
+        }
+        defer { stop.cancel() }
+        do {
+            try await running.value
+        } catch {
+            throw CLIFailure("\(error)")
+        }
+    }
+}
+
+struct WorkerTrainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Training worker: runs the coordinator's fine-tuning jobs, one at a time.")
+
+    @Option(help: "The coordinator's address, HOST:PORT.")
+    var coordinator: HostPort
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Worker id, unique among the coordinator's workers (default: host name and process id).")
+    var workerID: String?
+    @Option(help: "File holding the coordinator's shared secret.")
+    var authTokenFile: String?
+    @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
+    var heartbeatInterval: Int = 2
+    @Option(help: "Scratch directory for job checkpoints before they are uploaded (default: a folder in the system temp dir).")
+    var workDir: String?
+    @Option(help: "Most tokens per forward/backward pass for jobs that set no micro-batch (about 0.8 MB each on SmolLM2-135M).")
+    var microBatch = FineTuneOptions.defaultMicroBatchTokens
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        Condense.bootstrapLogging(level: logLevel)
+        let logger = Logger(label: "condense.worker.train")
+        guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
+        guard microBatch > 0 else { throw CLIFailure("--micro-batch must be positive") }
+        let token = try authTokenFile.map(authToken(fromFile:))
+        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let directory = workDir ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("condense-train-\(id)")
+        let model: LoadedModel
+        do { model = try ModelLoader.load(path: modelOptions.model) } catch { throw CLIFailure("\(error)") }
+        let modelID = URL(fileURLWithPath: modelOptions.model).lastPathComponent
+        let worker = TrainingWorker(
+            configuration: TrainingWorkerConfiguration(
+                coordinatorHost: coordinator.host, coordinatorPort: coordinator.port, workerID: id, authToken: token,
+                heartbeatInterval: .seconds(heartbeatInterval), workDirectory: directory, microBatchTokens: microBatch,
+                threads: BLASRuntime.threads),
+            model: model, modelID: modelID, logger: logger)
+        logger.notice("training worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(modelID)"])
         let running = Task { try await worker.run() }
         let stop = Task {
             await ShutdownSignal.wait()
