@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts `condense serve` on a free loopback port with the default model, waits until
-# `condense health` reports serving, and runs the Python client's tests against it.
+# `condense health` reports serving, and runs the Python client's tests against it: the
+# embedding calls against that server, the fine-tuning calls against `condense coordinator`
+# processes the tests start themselves (CONDENSE_BIN), and the unit tests that need no server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,7 @@ for _ in $(seq 1 600); do
 done
 "$condense" health --server "127.0.0.1:$port"
 
-python3 -m pip install --quiet --disable-pip-version-check ./Clients/python pytest 2>/dev/null \
-  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages ./Clients/python pytest
+# The `progress` extra brings tqdm, so both the bar and the plain stderr fallback get tested.
+python3 -m pip install --quiet --disable-pip-version-check "./Clients/python[progress]" pytest 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "./Clients/python[progress]" pytest
 CONDENSE_SERVER="127.0.0.1:$port" CONDENSE_BIN="$condense" python3 -m pytest -q Clients/python/tests

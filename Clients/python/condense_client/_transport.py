@@ -2,6 +2,9 @@
 
 A frame is a 4-byte big-endian length followed by a serialized condense.v1.Envelope.
 This module runs one call at a time per connection, which is all a synchronous client needs.
+Socket failures surface as typed errors: UNAVAILABLE when the connection cannot be made or is lost (the
+connection is then `broken` and must be replaced), DEADLINE_EXCEEDED when a call's timeout passes without the
+server ending it.
 """
 from __future__ import annotations
 
@@ -16,16 +19,22 @@ from .errors import RpcError, error_for_status
 INITIAL_WINDOW = 64      # MESSAGE frames a sender may have outstanding per stream
 GRANT_BATCH = 32         # we return credit to the server in batches of this size
 MAX_FRAME = 16 * 1024 * 1024
+SEND_BATCH_BYTES = 1 << 20   # queued request frames are written once they reach this size
+DEADLINE_GRACE = 5.0     # the server enforces deadlines; the socket timeout only catches a silent server
 
 
 class Connection:
     def __init__(self, host: str, port: int, token: Optional[str] = None, connect_timeout: float = 10.0):
-        self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        try:
+            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as error:
+            raise error_for_status(env.UNAVAILABLE, f"cannot connect to {host}:{port}: {error}") from error
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.settimeout(None)
         self._token = token
         self._next_stream = 1
         self._buffer = bytearray()
+        self.broken = False
 
     def close(self) -> None:
         self._sock.close()
@@ -36,22 +45,37 @@ class Connection:
         for e in envelopes:
             body = e.SerializeToString()
             out += struct.pack(">I", len(body)) + body
-        self._sock.sendall(out)
+        try:
+            self._sock.sendall(out)
+        except OSError as error:
+            raise self._lost(error) from error
 
     def _read_exact(self, n: int) -> bytes:
         while len(self._buffer) < n:
-            chunk = self._sock.recv(max(65536, n - len(self._buffer)))
+            try:
+                chunk = self._sock.recv(max(65536, n - len(self._buffer)))
+            except OSError as error:
+                raise self._lost(error) from error
             if not chunk:
-                raise RpcError(env.UNAVAILABLE, "connection closed by server")
+                self.broken = True
+                raise error_for_status(env.UNAVAILABLE, "connection closed by server")
             self._buffer += chunk
         data = bytes(self._buffer[:n])
         del self._buffer[:n]
         return data
 
+    def _lost(self, error: OSError) -> RpcError:
+        # A frame may be half written or half read: the connection cannot carry another call.
+        self.broken = True
+        if isinstance(error, socket.timeout):
+            return error_for_status(env.DEADLINE_EXCEEDED, "no answer from the server within the call's timeout")
+        return error_for_status(env.UNAVAILABLE, f"connection lost: {error}")
+
     def _receive(self) -> env.Envelope:
         (length,) = struct.unpack(">I", self._read_exact(4))
         if length > MAX_FRAME:
-            raise RpcError(env.RESOURCE_EXHAUSTED, f"frame of {length} bytes exceeds {MAX_FRAME}")
+            self.broken = True  # the rest of the stream cannot be framed any more
+            raise error_for_status(env.RESOURCE_EXHAUSTED, f"frame of {length} bytes exceeds {MAX_FRAME}")
         e = env.Envelope()
         e.ParseFromString(self._read_exact(length))
         return e
@@ -64,17 +88,22 @@ class Connection:
         headers = env.Envelope(stream_id=stream, kind=env.FRAME_KIND_HEADERS, method=method)
         if timeout is not None:
             headers.timeout_ms = max(1, int(timeout * 1000))
+        self._sock.settimeout(None if timeout is None else timeout + DEADLINE_GRACE)
         if self._token:
             headers.metadata.add(key="authorization", value=f"Bearer {self._token}")
-        frames = [headers]
+        frames, pending_bytes = [headers], 0
         window = INITIAL_WINDOW
         for payload in requests:
             if window == 0:
                 self._send(*frames)
-                frames = []
+                frames, pending_bytes = [], 0
                 window += self._await_window(stream)
             frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_MESSAGE, payload=payload))
             window -= 1
+            pending_bytes += len(payload)
+            if pending_bytes >= SEND_BATCH_BYTES:
+                self._send(*frames)
+                frames, pending_bytes = [], 0
         frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_TRAILERS))
         self._send(*frames)
 
@@ -102,7 +131,11 @@ class Connection:
                     raise error_for_status(env.CANCELLED, e.status.message or "cancelled by server", 0)
         except GeneratorExit:
             # The caller stopped reading early: tell the server to stop working on this call.
-            self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_CANCEL))
+            if not self.broken:
+                try:
+                    self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_CANCEL))
+                except RpcError:
+                    pass  # the connection is gone, and the call with it
             raise
 
     def _await_window(self, stream: int) -> int:
@@ -119,4 +152,5 @@ class Connection:
         if e.kind == env.FRAME_KIND_PING and not e.ping_ack:
             self._send(env.Envelope(stream_id=0, kind=env.FRAME_KIND_PING, payload=e.payload, ping_ack=True))
         elif e.kind == env.FRAME_KIND_TRAILERS and e.status.code != env.OK:
+            self.broken = True  # a connection-level error: the server closes the connection after it
             raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)

@@ -125,3 +125,27 @@ def test_tokenize_applies_prompt(client):
     plain, prompted = client.tokenize(["Hello world!"]), client.tokenize(["Hello world!"], prompt="cluster1")
     assert plain == [[19556, 905, 17]]
     assert len(prompted[0]) > len(plain[0])
+
+
+def test_encode_matches_embed_in_input_order(client, monkeypatch, capsys):
+    monkeypatch.setattr(condense_client.progress, "tqdm", None)
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(70)]
+    streamed = client.encode(texts, batch_size=16, prompt="cluster1", show_progress_bar=True)  # EmbedStream
+    # A slow run may print periodic lines first; the closing line sums up.
+    assert capsys.readouterr().err.splitlines()[-1].startswith("Embedding: 70/70 texts (100%), ")
+    unary = client.embed(texts, prompt="cluster1")
+    assert streamed.shape == (70, 576) and streamed.dtype == np.float32
+    np.testing.assert_allclose(np.sum(streamed * unary, axis=1), 1.0, atol=1e-5)
+    small = client.encode(texts[:5], prompt="cluster1", normalize_embeddings=False, pooling="last")
+    np.testing.assert_allclose(small, client.embed(texts[:5], prompt="cluster1", normalize=False, pooling="last"))
+    single = client.encode(texts[3], prompt="cluster1")
+    assert single.shape == (576,) and float(single @ unary[3]) > 0.99999
+
+
+def test_encode_item_errors_name_the_index(client):
+    texts = ["fine"] * 20 + ["   "] + ["also fine"] * 20
+    with pytest.raises(condense_client.EmbeddingItemError, match="#20") as failure:
+        client.encode(texts, batch_size=8)
+    assert list(failure.value.errors) == [20]
+    rows = client.encode(texts, batch_size=8, on_error="none")
+    assert np.isnan(rows[20]).all() and not np.isnan(np.delete(rows, 20, axis=0)).any()
