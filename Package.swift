@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "CondenseWire", targets: ["CondenseWire"]),
         .library(name: "CondenseRPC", targets: ["CondenseRPC"]),
         .library(name: "CondenseModel", targets: ["CondenseModel"]),
+        // Swift client of the embedding and fine-tuning services, with the wire messages it takes and returns.
+        .library(name: "CondenseClient", targets: ["CondenseClient", "CondenseWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -99,9 +101,15 @@ let package = Package(
         .target(
             name: "CondenseWorker",
             dependencies: [
-                "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
+                "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding", "CondenseTraining", "CondenseModel",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+
+        // Client library: embeddings, fine-tuning jobs (watch with resume), adapter downloads. No model engine.
+        .target(
+            name: "CondenseClient",
+            dependencies: ["CondenseRPC", "CondenseWire", .product(name: "Logging", package: "swift-log")]
         ),
 
         // MARK: Command line
@@ -109,7 +117,7 @@ let package = Package(
             name: "condense",
             dependencies: [
                 "CondenseServer", "CondenseRPC", "CondenseModel", "CondenseEmbedding", "CondenseEvaluation",
-                "CondenseCoordinator", "CondenseWorker", "CondenseTraining",
+                "CondenseCoordinator", "CondenseWorker", "CondenseTraining", "CondenseClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -166,7 +174,15 @@ let package = Package(
             name: "CondenseCoordinatorTests",
             dependencies: [
                 "CondenseCoordinator", "CondenseWorker", "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
+                "CondenseTraining", "CondenseModel",
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "CondenseClientTests",
+            dependencies: [
+                "CondenseClient", "CondenseCoordinator", "CondenseWorker", "CondenseServer", "CondenseRPC", "CondenseWire",
+                "CondenseEmbedding", .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

@@ -71,7 +71,7 @@ public struct FineTuneCoordinator: Sendable {
                 throw RPCError(code: .notFound, message: "unknown adapter '\(request.adapterID)'")
             }
             let path = try coordinator.artifacts.adapterPath(request.adapterID)
-            for chunk in try FileTransfer.chunks(of: path, chunkSize: Int(request.chunkSize)) { try await chunks.write(chunk) }
+            try await FileTransfer.send(path, chunkSize: Int(request.chunkSize)) { try await chunks.write($0) }
         }
         registry.serverStreaming(Methods.WorkerService.fetchAdapter.path) {
             (request: FetchAdapterRequest, chunks: RPCMessageWriter<FileChunk>, _) in
@@ -86,7 +86,7 @@ public struct FineTuneCoordinator: Sendable {
             case nil:
                 throw RPCError(code: .invalidArgument, message: "FetchAdapter without an adapter_id or checkpoint_id")
             }
-            for chunk in try FileTransfer.chunks(of: path, chunkSize: Int(request.chunkSize)) { try await chunks.write(chunk) }
+            try await FileTransfer.send(path, chunkSize: Int(request.chunkSize)) { try await chunks.write($0) }
         }
         registry.clientStreaming(Methods.WorkerService.uploadCheckpoint.path) {
             (requests: RPCMessageStream<UploadCheckpointRequest>, _) -> UploadCheckpointResponse in
@@ -198,6 +198,12 @@ public struct FineTuneCoordinator: Sendable {
                 return false
             }
             var finished = try await send(store.events(of: request.jobID, after: last))
+            // Ended already (a cursor at or past the terminal event, or it ended during the replay):
+            // send what is left of the log and stop, instead of waiting for events that never come.
+            if !finished, try await store.job(request.jobID).state.isTerminal {
+                _ = try await send(store.events(of: request.jobID, after: last))
+                finished = true
+            }
             if !finished {
                 for await event in live {
                     // Events may be published out of order; the log fills any gap.

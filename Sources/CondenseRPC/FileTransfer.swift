@@ -9,32 +9,40 @@ public enum FileTransfer {
     public static let maxChunkSize = 4 << 20
     public static let defaultChunkSize = 1 << 20
 
-    /// The regular files directly in `directory`, sorted by name, as chunks of at most `chunkSize`
-    /// bytes (0 = 1 MiB, capped at 4 MiB).
-    public static func chunks(of directory: String, chunkSize: Int) throws(RPCError) -> [FileChunk] {
+    /// Sends the regular files directly in `directory`, sorted by name, as chunks of at most
+    /// `chunkSize` bytes (0 = 1 MiB, capped at 4 MiB), reading one chunk at a time.
+    public static func send(
+        _ directory: String, chunkSize: Int, to write: (FileChunk) async throws -> Void
+    ) async throws {
         let size = chunkSize <= 0 ? defaultChunkSize : min(chunkSize, maxChunkSize)
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted() } catch {
             throw RPCError(code: .notFound, message: "cannot list \(directory): \(error.localizedDescription)")
         }
-        var chunks: [FileChunk] = []
         for name in names where !name.hasPrefix(".") {
             let path = (directory as NSString).appendingPathComponent(name)
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw RPCError(code: .internal, message: "cannot read \(path)")
+            guard let handle = FileHandle(forReadingAtPath: path) else { throw RPCError(code: .internal, message: "cannot read \(path)") }
+            defer { try? handle.close() }
+            let fileSize: UInt64
+            do { fileSize = try handle.seekToEnd(); try handle.seek(toOffset: 0) } catch {
+                throw RPCError(code: .internal, message: "cannot read \(path): \(error.localizedDescription)")
             }
-            let bytes = [UInt8](data)
-            var offset = 0
+            var offset: UInt64 = 0
             repeat {
-                let end = min(offset + size, bytes.count)
-                chunks.append(FileChunk(path: name, offset: UInt64(offset), data: Array(bytes[offset..<end]),
-                                        last: end == bytes.count, fileSize: UInt64(bytes.count)))
+                let data: Data
+                do { data = try handle.read(upToCount: size) ?? Data() } catch {
+                    throw RPCError(code: .internal, message: "cannot read \(path): \(error.localizedDescription)")
+                }
+                guard !data.isEmpty || fileSize == 0 else {
+                    throw RPCError(code: .dataLoss, message: "\(path) shrank while being sent")
+                }
+                let end = offset + UInt64(data.count)
+                try await write(FileChunk(path: name, offset: offset, data: [UInt8](data), last: end >= fileSize, fileSize: fileSize))
                 offset = end
-            } while offset < bytes.count
+            } while offset < fileSize
         }
-        return chunks
     }
 
     /// Writes received chunks into a directory, checking order and sizes. A gap, an overlap, a size

@@ -42,7 +42,7 @@ public struct EmbeddingWorkerConfiguration: Sendable {
 }
 
 /// Why a worker stopped for good.
-public enum EmbeddingWorkerError: Error, CustomStringConvertible, Sendable {
+public enum WorkerError: Error, CustomStringConvertible, Sendable {
     /// The coordinator refused the session (e.g. bad registration); retrying would not help.
     case rejected(RPCError)
 
@@ -75,7 +75,7 @@ public struct EmbeddingWorker: Sendable {
     }
 
     /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
-    public func run() async throws(EmbeddingWorkerError) {
+    public func run() async throws(WorkerError) {
         var delay = configuration.reconnectDelay
         while !Task.isCancelled {
             let outcome: SessionOutcome

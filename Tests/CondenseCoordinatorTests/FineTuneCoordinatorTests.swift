@@ -166,6 +166,8 @@ extension CoordinatorSuites {
             if case .started(let started) = events[1].kind { #expect(started.workerID == "trainer-1") }
             let resumed = try await watch(client, "ft-0001", after: 4)
             #expect(resumed.map(\.sequence) == [5, 6])
+            // A cursor at the terminal event ends at once instead of waiting for events that never come.
+            #expect(try await watch(client, "ft-0001", after: 6).isEmpty)
 
             let adapters: ListAdaptersResponse = try await client.unary(Methods.FineTuneService.listAdapters.path, request: ListAdaptersRequest())
             #expect(adapters.adapters.map(\.adapterID) == ["ft-0001"])
