@@ -269,10 +269,10 @@ PY
     done
     for _ in $(seq 120); do  # until both workers have loaded the model and registered
       out=$("$binary" health --server "$address" --auth-token-file "$smoke/token" 2>&1); code=$?
-      [[ $code -eq 0 && "$out" == "serving: 2 embedding workers" ]] && break
+      [[ $code -eq 0 && "$out" == "serving: 2 embedding workers:"* ]] && break
       sleep 0.5
     done
-    if [[ $code -eq 0 && "$out" == "serving: 2 embedding workers" ]]; then
+    if [[ $code -eq 0 && "$out" == "serving: 2 embedding workers:"* ]]; then
       pass "topology: SERVING with the 2 embedding workers (as uid ${run_as[2]:-$(id -u)})"
     else
       fail "topology: with workers: exit $code, '$out'; worker log: $(tail -n 2 "$smoke/worker1.log")"

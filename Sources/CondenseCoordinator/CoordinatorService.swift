@@ -12,7 +12,7 @@ import Logging
 /// that need the model to check (dimensions, max_tokens) are checked by the worker, which fails
 /// the items with ITEM_ERROR_CODE_INTERNAL naming the option.
 public struct CoordinatorService: RPCService {
-    private let scheduler: EmbeddingScheduler
+    let scheduler: EmbeddingScheduler
     private let settings: CoordinatorSettings
     private let logger: Logger
     /// Fine-tuning jobs; nil without a state directory (training workers are then refused).
@@ -87,7 +87,7 @@ public struct CoordinatorService: RPCService {
             let workers = await scheduler.registeredWorkerCount
             return workers == 0
                 ? HealthResponse(status: .notServing, detail: "no embedding workers")
-                : HealthResponse(status: .serving, detail: "\(workers) embedding worker\(workers == 1 ? "" : "s")")
+                : HealthResponse(status: .serving, detail: "\(workers) embedding worker\(workers == 1 ? "" : "s"): \(await scheduler.anyModel)")
         }
         registry.unary(Methods.EmbeddingService.embed.path) { (request: EmbedRequest, _) -> EmbedResponse in
             guard !request.texts.isEmpty else { throw RPCError(code: .invalidArgument, message: "Embed without texts") }
@@ -96,7 +96,8 @@ public struct CoordinatorService: RPCService {
                     code: .invalidArgument,
                     message: "\(request.texts.count) texts in one Embed call; the limit is \(settings.maxTextsPerRequest) (use EmbedStream for bulk work)")
             }
-            try Self.checkOptions(request.options)
+            try await Self.checkOptions(request.options, fineTune: fineTune)
+            try await settings.modelOptionCheck?(request.options)
             let (job, deliveries) = try await scheduler.openJob()
             do {
                 try await scheduler.submit(
@@ -130,7 +131,8 @@ public struct CoordinatorService: RPCService {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         do {
-                            try await Self.readStreamInput(requests, job: job, scheduler: scheduler, settings: settings)
+                            try await Self.readStreamInput(
+                                requests, job: job, scheduler: scheduler, settings: settings, fineTune: fineTune)
                         } catch {
                             // The writer below is waiting on deliveries: end them with the reason.
                             let reason = error as? RPCError ?? RPCError(code: .internal, message: "\(error)")
@@ -159,14 +161,15 @@ public struct CoordinatorService: RPCService {
     /// Reads EmbedStream input and queues it in batches of `batchTexts`, cut in input order.
     private static func readStreamInput(
         _ requests: RPCMessageStream<EmbedStreamRequest>, job: UInt64, scheduler: EmbeddingScheduler,
-        settings: CoordinatorSettings
+        settings: CoordinatorSettings, fineTune: FineTuneCoordinator?
     ) async throws {
         var options: EmbedOptions?
         var started = false
         var pending = EmbeddingScheduler.BatchInput(firstIndex: 0, texts: [], malformed: [], options: nil)
         for try await chunk in requests {
             if !started {
-                try checkOptions(chunk.options)
+                try await checkOptions(chunk.options, fineTune: fineTune)
+                try await settings.modelOptionCheck?(chunk.options)
                 options = chunk.options
                 pending = EmbeddingScheduler.BatchInput(firstIndex: chunk.firstIndex, texts: [], malformed: [], options: options)
                 started = true
@@ -219,11 +222,14 @@ public struct CoordinatorService: RPCService {
         return result
     }
 
-    /// The option checks that need no model: prompt syntax and adapters (none on this path).
-    private static func checkOptions(_ options: EmbedOptions?) throws(RPCError) {
+    /// The option checks that need no model: prompt syntax, and that an adapter is one the fine-tuning
+    /// store holds (workers fetch it from there on first use).
+    private static func checkOptions(_ options: EmbedOptions?, fineTune: FineTuneCoordinator?) async throws(RPCError) {
         guard let options else { return }
-        guard options.adapterID.isEmpty else {
-            throw RPCError(code: .notFound, message: "unknown adapter '\(options.adapterID)'")
+        if !options.adapterID.isEmpty {
+            guard let fineTune, try await fineTune.adapterExists(options.adapterID) else {
+                throw RPCError(code: .notFound, message: "unknown adapter '\(options.adapterID)'")
+            }
         }
         do {
             switch options.prompt {

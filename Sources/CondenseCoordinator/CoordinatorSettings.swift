@@ -1,3 +1,5 @@
+import CondenseWire
+
 /// Limits and timing of a coordinator.
 public struct CoordinatorSettings: Sendable {
     /// Texts per EmbedBatch assignment. Batches are cut from the stream in input order, so the same
@@ -20,11 +22,15 @@ public struct CoordinatorSettings: Sendable {
     public var maxAttempts: Int
     /// Retry hint sent with RESOURCE_EXHAUSTED and UNAVAILABLE.
     public var retryAfterMs: UInt32
+    /// Checks options against the model before a call is accepted, when the coordinator has the
+    /// model at hand (`condense serve`); a standalone coordinator leaves those checks to the workers,
+    /// which fail the items instead.
+    public var modelOptionCheck: (@Sendable (EmbedOptions?) async throws -> Void)?
 
     public init(
         batchTexts: Int = 64, maxQueuedTexts: Int = 16_384, streamWindowTexts: Int = 1024,
         maxTextsPerRequest: Int = 2048, assignmentsPerWorker: Int = 2, heartbeatTimeout: Duration = .seconds(15),
-        maxAttempts: Int = 3, retryAfterMs: UInt32 = 1000
+        maxAttempts: Int = 3, retryAfterMs: UInt32 = 1000, modelOptionCheck: (@Sendable (EmbedOptions?) async throws -> Void)? = nil
     ) {
         self.batchTexts = max(1, batchTexts)
         self.maxQueuedTexts = max(1, maxQueuedTexts)
@@ -34,5 +40,6 @@ public struct CoordinatorSettings: Sendable {
         self.heartbeatTimeout = heartbeatTimeout
         self.maxAttempts = max(1, maxAttempts)
         self.retryAfterMs = retryAfterMs
+        self.modelOptionCheck = modelOptionCheck
     }
 }

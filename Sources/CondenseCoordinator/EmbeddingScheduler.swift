@@ -73,6 +73,9 @@ actor EmbeddingScheduler {
     /// Texts accepted and not yet acknowledged, over all calls.
     private var queuedTexts = 0
     private var nextID: UInt64 = 1
+    /// Delivered to their calls since start, for the operations port.
+    private var embeddedTexts: UInt64 = 0
+    private var embeddedTokens: UInt64 = 0
 
     init(settings: CoordinatorSettings, logger: Logger) {
         self.settings = settings
@@ -205,6 +208,8 @@ actor EmbeddingScheduler {
                 assignmentID: Self.assignmentID(batchID, attempt: batch.attempts), reason: "answered by another worker"))))
         }
         batches[batchID] = nil
+        embeddedTexts += UInt64(result.results.count)
+        embeddedTokens += result.usage?.totalTokens ?? 0
         var results = result.results
         for position in results.indices { results[position].index += batch.firstIndex }
         if var job = jobs[batch.job] {
@@ -215,7 +220,11 @@ actor EmbeddingScheduler {
                 job.usage.succeededItems += usage.succeededItems
                 job.usage.failedItems += usage.failedItems
             }
-            if let model = workers[session]?.registration?.models.first { job.model = model }
+            if let model = workers[session]?.registration?.models.first {
+                // As Protos/services.md says: `+<adapter_id>` when an adapter was applied.
+                let adapter = batch.options?.adapterID ?? ""
+                job.model = adapter.isEmpty ? model : "\(model)+\(adapter)"
+            }
             job.sink.yield(BatchDelivery(results: results))
             if job.inputFinished, job.batches.isEmpty { job.sink.finish() }
             jobs[batch.job] = job
@@ -337,6 +346,25 @@ actor EmbeddingScheduler {
     /// Model id of a registered worker, for calls that finished without results.
     var anyModel: String {
         workers.values.lazy.compactMap { $0.registration?.models.first }.first ?? ""
+    }
+
+    // MARK: Statistics
+
+    /// Queue and worker figures at one instant, for the operations port.
+    struct Statistics: Sendable {
+        var registeredWorkers: Int
+        var queuedTexts: Int
+        var queuedBatches: Int
+        var inFlightBatches: Int
+        var embeddedTexts: UInt64
+        var embeddedTokens: UInt64
+    }
+
+    var statistics: Statistics {
+        Statistics(
+            registeredWorkers: registeredWorkerCount, queuedTexts: queuedTexts, queuedBatches: queue.count,
+            inFlightBatches: workers.values.reduce(0) { $0 + $1.inFlight.count }, embeddedTexts: embeddedTexts,
+            embeddedTokens: embeddedTokens)
     }
 
     // MARK: Scheduling

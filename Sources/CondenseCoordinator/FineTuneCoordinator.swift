@@ -35,6 +35,11 @@ public struct FineTuneCoordinator: Sendable {
 
     func evictSilentWorkers() async { await scheduler.evictSilentWorkers() }
 
+    /// Whether the store holds a finished adapter with this id (what `EmbedOptions.adapter_id` may name).
+    public func adapterExists(_ id: String) async throws(RPCError) -> Bool {
+        try await store.adapter(id) != nil
+    }
+
     // MARK: Registration
 
     public func register(in registry: inout RPCMethodRegistry) {

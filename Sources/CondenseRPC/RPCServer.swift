@@ -53,13 +53,15 @@ public actor RPCServer {
 
     public let configuration: Configuration
     private let registry: RPCMethodRegistry
+    private let metrics: RPCServerMetrics?
     private let logger: Logger
     private let group: any EventLoopGroup
     private var channel: (any Channel)?
     private var quiescing: ServerQuiescingHelper?
 
+    /// `metrics`, when given, records every call (see `RPCServerMetrics`); without it calls cost nothing extra.
     public init(
-        configuration: Configuration, services: [any RPCService],
+        configuration: Configuration, services: [any RPCService], metrics: RPCServerMetrics? = nil,
         logger: Logger = Logger(label: "condense.rpc.server"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
@@ -67,6 +69,7 @@ public actor RPCServer {
         for service in services { service.register(in: &registry) }
         self.configuration = configuration
         self.registry = registry
+        self.metrics = metrics
         self.logger = logger
         self.group = group
     }
@@ -88,6 +91,7 @@ public actor RPCServer {
             shutdownGracePeriod: TimeAmount(configuration.shutdownGracePeriod),
             maxConcurrentStreams: configuration.maxConcurrentStreams)
         let methods = registry.methods
+        let metrics = self.metrics
         let logger = self.logger
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -103,7 +107,9 @@ public actor RPCServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(settings: settings, methods: methods, logger: logger))
+                        ServerConnectionHandler(
+                            settings: settings, methods: methods, calls: metrics?.table(on: channel.eventLoop),
+                            logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

@@ -4,14 +4,18 @@ import NIOCore
 
 /// One call on a server connection. Event-loop confined.
 final class ServerStreamState {
+    let method: String
     let payloads: AsyncThrowingStream<[UInt8], any Error>.Continuation
     var inbound = InboundWindow()
     var outbound = OutboundWindow()
     var halfClosed = false
     var task: Task<Void, Never>?
     var deadlineTimer: Scheduled<Void>?
+    /// When the call opened; set only when the server records metrics.
+    var startedAt: NIODeadline?
 
-    init(payloads: AsyncThrowingStream<[UInt8], any Error>.Continuation) {
+    init(method: String, payloads: AsyncThrowingStream<[UInt8], any Error>.Continuation) {
+        self.method = method
         self.payloads = payloads
     }
 }
@@ -34,6 +38,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private let settings: ServerConnectionSettings
     private let methods: [String: RegisteredMethod]
+    /// This event loop's call counters; nil when the server records no metrics.
+    private let calls: CallTable?
     private var logger: Logger
     private var reader: EnvelopeReader
     private var context: ChannelHandlerContext?
@@ -51,9 +57,10 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private var idleCheck: RepeatedTask?
     private var graceTimer: Scheduled<Void>?
 
-    init(settings: ServerConnectionSettings, methods: [String: RegisteredMethod], logger: Logger) {
+    init(settings: ServerConnectionSettings, methods: [String: RegisteredMethod], calls: CallTable?, logger: Logger) {
         self.settings = settings
         self.methods = methods
+        self.calls = calls
         self.logger = logger
         self.reader = EnvelopeReader(maximumFrameLength: settings.maxFrameSize)
     }
@@ -153,19 +160,19 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         }
         highestStreamID = id
         if let goAwayStreamID, id > goAwayStreamID {
-            return refuse(id, .unavailable, "server is shutting down; stream \(id) was not accepted")
+            return refuse(headers, .unavailable, "server is shutting down; stream \(id) was not accepted")
         }
         if let token = settings.authToken,
             !constantTimeEquals(headers.metadata.value(forKey: "authorization") ?? "", "Bearer \(token)")
         {
-            return refuse(id, .unauthenticated, "missing or invalid bearer token in metadata 'authorization'")
+            return refuse(headers, .unauthenticated, "missing or invalid bearer token in metadata 'authorization'")
         }
         guard let method = methods[headers.method] else {
-            return refuse(id, .unimplemented, "unknown method '\(headers.method)'")
+            return refuse(headers, .unimplemented, "unknown method '\(headers.method)'")
         }
         guard streams.count < settings.maxConcurrentStreams else {
             return refuse(
-                id, .resourceExhausted, "too many concurrent calls (maximum \(settings.maxConcurrentStreams))")
+                headers, .resourceExhausted, "too many concurrent calls (maximum \(settings.maxConcurrentStreams))")
         }
         guard let context else { return }
         startCall(id: id, headers: headers, method: method, eventLoop: context.eventLoop)
@@ -173,8 +180,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private func startCall(id: UInt32, headers: Envelope, method: RegisteredMethod, eventLoop: any EventLoop) {
         let (payloads, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-        let state = ServerStreamState(payloads: continuation)
+        let state = ServerStreamState(method: headers.method, payloads: continuation)
         streams[id] = state
+        if let calls {
+            state.startedAt = .now()
+            calls.started()
+        }
 
         let connection = NIOLoopBound(self, eventLoop: eventLoop)
         let credit = state.outbound.credit
@@ -303,6 +314,11 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private func finishStream(_ id: UInt32, status: RPCStatus?, cancelHandler: Bool, reason: String) {
         guard let state = streams.removeValue(forKey: id) else { return }
         state.deadlineTimer?.cancel()
+        if let calls, let startedAt = state.startedAt {
+            // No status: the call ended without TRAILERS (client cancel, connection gone).
+            let seconds = Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9
+            calls.finished(state.method, status?.code ?? .cancelled, seconds: seconds)
+        }
         let endCode: StatusCode = if let status, status.code != .ok { status.code } else { .cancelled }
         let ended = RPCError(code: endCode, message: "call ended: \(reason)")
         state.outbound.failWaiting(with: ended)
@@ -322,7 +338,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     // MARK: Connection lifecycle
 
     /// Answers a stream that will not be served with TRAILERS and forgets it.
-    private func refuse(_ id: UInt32, _ code: StatusCode, _ message: String) {
+    private func refuse(_ headers: Envelope, _ code: StatusCode, _ message: String) {
+        let id = headers.streamID
+        calls?.refused(methods[headers.method] == nil ? RPCServerMetrics.unknownMethod : headers.method, code)
         logger.debug("call refused", metadata: ["rpc.stream": "\(id)", "rpc.status": "\(code): \(message)"])
         write(.trailers(streamID: id, status: RPCStatus(code: code, message: message)))
     }

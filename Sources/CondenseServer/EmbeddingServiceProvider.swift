@@ -51,24 +51,7 @@ public struct EmbeddingServiceProvider: RPCService {
             case .ready(let served): return HealthResponse(status: .serving, detail: served.modelID)
             }
         }
-        registry.unary(Methods.EmbeddingService.getModelInfo.path) { (_: GetModelInfoRequest, _) -> ModelInfo in
-            Self.modelInfo(try await Self.ready(host), settings: settings)
-        }
-        registry.unary(Methods.EmbeddingService.tokenize.path) { (request: TokenizeRequest, _) -> TokenizeResponse in
-            let embedder = try await Self.ready(host).embedder
-            let options = try Self.embeddingOptions(request.options, settings: settings, embedder: embedder)
-            return TokenizeResponse(results: request.texts.map { text in
-                do throws(EmbeddingError) {
-                    let prepared = try embedder.prepare(text, options: options)
-                    return TokenizedText(
-                        tokenIDs: prepared.tokens.map { UInt32(bitPattern: $0) },
-                        pieces: request.includePieces ? prepared.tokens.map { embedder.tokenizer.bytes(of: $0) } : [],
-                        promptTokenCount: UInt32(prepared.promptTokenCount), truncated: prepared.truncated)
-                } catch {
-                    return TokenizedText(error: Self.itemError(error))
-                }
-            })
-        }
+        ModelQueryService(host: host, settings: settings).register(in: &registry)
         registry.unary(Methods.EmbeddingService.embed.path) { (request: EmbedRequest, context) -> EmbedResponse in
             guard request.texts.count <= settings.maxTextsPerRequest else {
                 throw RPCError(

@@ -53,13 +53,16 @@ public struct TrainingWorker: Sendable {
     private let configuration: TrainingWorkerConfiguration
     private let model: LoadedModel
     private let modelID: String
+    /// Session state and work done, for the operations port; nil when it is off.
+    private let activity: WorkerActivity?
     private let logger: Logger
 
-    public init(configuration: TrainingWorkerConfiguration, model: LoadedModel, modelID: String,
+    public init(configuration: TrainingWorkerConfiguration, model: LoadedModel, modelID: String, activity: WorkerActivity? = nil,
                 logger: Logger = Logger(label: "condense.worker.train")) {
         self.configuration = configuration
         self.model = model
         self.modelID = modelID
+        self.activity = activity
         self.logger = logger
     }
 
@@ -106,12 +109,17 @@ public struct TrainingWorker: Sendable {
             threads: UInt32(clamping: configuration.threads), memoryBytes: ProcessInfo.processInfo.physicalMemory)
         let heartbeatInterval = configuration.heartbeatInterval
         let jobs = JobTasks()
-        defer { send.finish() }
+        let activity = self.activity
+        defer {
+            send.finish()
+            activity?.sessionClosed()
+        }
         do {
             let drained = try await client.bidirectional(
                 Methods.WorkerService.connect.path, requestType: WorkerMessage.self, responseType: CoordinatorMessage.self,
                 sendRequests: { writer in
                     try await writer.write(WorkerMessage(kind: .registration(registration)))
+                    activity?.sessionOpened()
                     for await message in outbound { try await writer.write(message) }
                 },
                 handleResponses: { responses in
@@ -206,6 +214,7 @@ public struct TrainingWorker: Sendable {
                 }
             }
             for await step in progress {
+                activity?.stepDone()
                 event(.step(StepMetrics(
                     step: UInt32(step.step), totalSteps: UInt32(step.totalSteps), loss: Float(step.loss),
                     learningRate: step.learningRate, pairsPerSecond: Float(step.pairsPerSecond),
@@ -218,17 +227,24 @@ public struct TrainingWorker: Sendable {
             }
             switch await outcome {
             case .success(nil):
+                activity?.jobEnded(.stopped)
                 log.notice("job stopped", metadata: ["job": "\(job.jobID)"])
             case .success(let loss?):
                 let stored = try await upload(directory, job: job.jobID, step: 0, final: true, client: client)
                 event(.finished(JobFinished(adapterID: stored.checkpointID, finalLoss: Float(loss))))
+                activity?.jobEnded(.succeeded)
                 log.notice("job finished", metadata: ["job": "\(job.jobID)", "adapter": "\(stored.checkpointID)"])
                 try? FileManager.default.removeItem(atPath: directory)
             case .failure(let error):
                 event(.failed(JobFailed(reason: error.description)))
+                activity?.jobEnded(.failed)
             }
         } catch {
-            guard !stop.isSet else { return }
+            guard !stop.isSet else {
+                activity?.jobEnded(.stopped)
+                return
+            }
+            activity?.jobEnded(.failed)
             log.error("job failed", metadata: ["job": "\(job.jobID)", "error": "\(error)"])
             event(.failed(JobFailed(reason: "\(error)")))
         }

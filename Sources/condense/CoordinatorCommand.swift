@@ -25,6 +25,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var heartbeatTimeout: Int = 15
     @Option(help: "Largest accepted frame in bytes.")
     var maxFrameSize: Int = 16 * 1024 * 1024
+    @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -49,22 +50,28 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 batchTexts: batchTexts, maxQueuedTexts: maxQueuedTexts, streamWindowTexts: streamWindowTexts,
                 heartbeatTimeout: .seconds(heartbeatTimeout)),
             fineTune: fineTune, logger: logger)
+        let rpcMetrics = operations.makeRPCMetrics()
         // Workers keep their session open between batches: the idle timeout must not cut it, so it
         // is well above the heartbeat interval workers use (2 s).
         let server = RPCServer(
             configuration: .init(
                 host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: token,
                 idleTimeout: .seconds(max(60, heartbeatTimeout * 4))),
-            services: [service])
+            services: [service], metrics: rpcMetrics)
         let port = try await server.start()
         try writeStateFile(address: "\(listen.host):\(port)")
         logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "state": "\(state)"])
+        let operationsPort = try await operations.start(
+            rpc: rpcMetrics, readiness: { await service.readiness() }, metrics: [{ await service.collectMetrics() }],
+            logger: logger)
 
         let monitor = Task { await service.monitorHeartbeats() }
         await ShutdownSignal.wait()
         logger.notice("shutting down: draining in-flight calls")
+        operationsPort?.beginShutdown()
         monitor.cancel()
         try await server.stop()
+        try await operationsPort?.stop()
     }
 
     /// `coordinator.json` in the state directory holds the bound address, so tools and tests can find

@@ -1,19 +1,25 @@
 import ArgumentParser
+import CondenseCoordinator
 import CondenseEmbedding
 import CondenseRPC
 import CondenseServer
 import CondenseTensor
+import CondenseWire
+import CondenseWorker
 import Dispatch
 import Foundation
 import Logging
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Serve the embedding API on one machine (RPC over TCP, see Protos/README.md).")
+        commandName: "serve",
+        abstract: "Serve embeddings and fine-tuning on one machine: a coordinator with one embedding and one training worker in this process.")
 
     @Option(help: "Address to listen on, HOST:PORT.")
     var listen: HostPort = HostPort(argument: "127.0.0.1:7433")!
     @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Directory for jobs, checkpoints and adapters (created if missing); what a previous run left unfinished resumes.")
+    var dataDir: String = "condense-data"
     @Option(help: "File holding a shared secret; every call must then send 'authorization: Bearer <secret>'.")
     var authTokenFile: String?
     @Option(help: "Largest accepted frame in bytes.")
@@ -26,6 +32,7 @@ struct ServeCommand: AsyncParsableCommand {
     var defaultPooling: String = "mean"
     @Option(help: "Most texts one Embed call may carry (bulk work goes through EmbedStream).")
     var maxTextsPerRequest: Int = 2048
+    @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -38,21 +45,71 @@ struct ServeCommand: AsyncParsableCommand {
                                    "threads": "\(BLASRuntime.threads)"])
 
         let settings = try embeddingSettings()
+        let fineTune: FineTuneCoordinator
+        do {
+            fineTune = try FineTuneCoordinator(stateDirectory: (dataDir as NSString).appendingPathComponent("state"), logger: logger)
+            try await fineTune.recover()
+        } catch {
+            throw CLIFailure("cannot open the job state in \(dataDir): \(error)")
+        }
         let host = ModelHost()
+        // The model is at hand: options it cannot honour fail the call, as in a single-process server.
+        let optionCheck: @Sendable (EmbedOptions?) async throws -> Void = { options in
+            guard let served = await host.servedModel else { return }
+            _ = try EmbeddingServiceProvider.embeddingOptions(options, settings: settings, embedder: served.embedder)
+        }
+        let coordinator = CoordinatorService(
+            settings: CoordinatorSettings(maxTextsPerRequest: maxTextsPerRequest, modelOptionCheck: optionCheck),
+            fineTune: fineTune, logger: logger)
+        let rpcMetrics = operations.makeRPCMetrics()  // operations port: nil (no recording) without --metrics-listen
         let server = RPCServer(
             configuration: .init(
                 host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: authToken,
-                idleTimeout: .seconds(idleTimeout)),
-            services: [EmbeddingServiceProvider(host: host, settings: settings)])
+                idleTimeout: .seconds(max(idleTimeout, 60))),
+            services: [coordinator, ModelQueryService(host: host, settings: settings)], metrics: rpcMetrics)
         let port = try await server.start()
-        logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "auth": "\(authToken != nil)"])
+        logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "auth": "\(authToken != nil)", "data": "\(dataDir)"])
 
+        // The workers dial this server over loopback, as remote workers would: one code path.
         let modelPath = modelOptions.model
-        let loading = Task { await host.load(path: modelPath) }
+        let workerHost = listen.host == "0.0.0.0" || listen.host == "::" ? "127.0.0.1" : listen.host
+        let workDirectory = (dataDir as NSString).appendingPathComponent("training")
+        let monitor = Task { await coordinator.monitorHeartbeats() }
+        let workers = Task {
+            await host.load(path: modelPath)
+            guard let served = await host.servedModel else {
+                // Nothing can be served: exit so a supervisor notices, rather than report NOT_SERVING forever.
+                logger.critical("cannot serve: the model failed to load", metadata: ["model": "\(modelPath)"])
+                Foundation.exit(1)
+            }
+            let embedding = EmbeddingWorker(
+                configuration: EmbeddingWorkerConfiguration(
+                    coordinatorHost: workerHost, coordinatorPort: port, workerID: "serve-embed", authToken: authToken,
+                    settings: settings, threads: BLASRuntime.threads),
+                embedder: served.embedder, modelID: served.modelID,
+                adapters: .merging(into: modelPath, cacheDirectory: (dataDir as NSString).appendingPathComponent("adapter-cache")),
+                logger: logger)
+            let training = TrainingWorker(
+                configuration: TrainingWorkerConfiguration(
+                    coordinatorHost: workerHost, coordinatorPort: port, workerID: "serve-train", authToken: authToken,
+                    workDirectory: workDirectory, threads: BLASRuntime.threads),
+                model: served.loaded, modelID: served.modelID, logger: logger)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await embedding.run() }
+                group.addTask { try? await training.run() }
+            }
+        }
+        // Operations port (--metrics-listen): ready once the in-process embedding worker has registered.
+        let operationsPort = try await operations.start(
+            rpc: rpcMetrics, readiness: { await coordinator.readiness() }, metrics: [{ await coordinator.collectMetrics() }],
+            logger: logger)
         await ShutdownSignal.wait()
         logger.notice("shutting down: draining in-flight calls")
-        loading.cancel()
+        operationsPort?.beginShutdown()
+        workers.cancel()
+        monitor.cancel()
         try await server.stop()
+        try await operationsPort?.stop()
     }
 
     private func embeddingSettings() throws -> EmbeddingServiceSettings {

@@ -31,6 +31,11 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
     var defaultPrompt: String = "none"
     @Option(help: "Pooling for requests that leave it unspecified (same on every worker): mean, last, eos, weighted-mean.")
     var defaultPooling: String = "mean"
+    @Option(help: "Scratch directory; adapters fetched from the coordinator go to its adapters/ folder, emptied at start (default: a folder in the system temp dir).")
+    var workDir: String?
+    @Option(help: "Most fine-tuned adapters kept merged in memory, each a full copy of the model's weights (about 550 MB on SmolLM2-135M).")
+    var maxAdapters = 2
+    @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -38,6 +43,7 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
         Condense.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "condense.worker")
         guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
+        guard maxAdapters > 0 else { throw CLIFailure("--max-adapters must be positive") }
         let prompt: PromptTemplate
         do { prompt = try PromptTemplate(nameOrTemplate: defaultPrompt) } catch { throw CLIFailure("--default-prompt: \(error)") }
         guard let pooling = Pooling(rawValue: defaultPooling) else {
@@ -49,6 +55,12 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
 
+        // Up before the model loads: liveness holds while it loads, readiness waits for the session.
+        let activity = WorkerActivity(kind: .embed)
+        let operationsPort = try await operations.start(
+            readiness: { activity.readiness() }, metrics: [{ activity.collectMetrics() }], logger: logger)
+
+        let scratch = workDir ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("condense-embed-\(id)")
         // Loaded the way `condense serve` loads it, so both compute the same vectors.
         let host = ModelHost(logger: logger)
         await host.load(path: modelOptions.model)
@@ -60,11 +72,15 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
                 heartbeatInterval: .seconds(heartbeatInterval),
                 settings: EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling),
                 threads: BLASRuntime.threads),
-            embedder: served.embedder, modelID: served.modelID, logger: logger)
+            embedder: served.embedder, modelID: served.modelID,
+            adapters: .merging(
+                into: modelOptions.model, cacheDirectory: (scratch as NSString).appendingPathComponent("adapters"), capacity: maxAdapters),
+            activity: activity, logger: logger)
         logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(served.modelID)"])
         let running = Task { try await worker.run() }
         let stop = Task {
             await ShutdownSignal.wait()
+            operationsPort?.beginShutdown()
             running.cancel()
         }
         defer { stop.cancel() }
@@ -73,6 +89,7 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
         } catch {
             throw CLIFailure("\(error)")
         }
+        try await operationsPort?.stop()
     }
 }
 
@@ -93,6 +110,7 @@ struct WorkerTrainCommand: AsyncParsableCommand {
     var workDir: String?
     @Option(help: "Most tokens per forward/backward pass for jobs that set no micro-batch (about 0.8 MB each on SmolLM2-135M).")
     var microBatch = FineTuneOptions.defaultMicroBatchTokens
+    @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -104,6 +122,10 @@ struct WorkerTrainCommand: AsyncParsableCommand {
         let token = try authTokenFile.map(authToken(fromFile:))
         let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let directory = workDir ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("condense-train-\(id)")
+        // Up before the model loads: liveness holds while it loads, readiness waits for the session.
+        let activity = WorkerActivity(kind: .train)
+        let operationsPort = try await operations.start(
+            readiness: { activity.readiness() }, metrics: [{ activity.collectMetrics() }], logger: logger)
         let model: LoadedModel
         do { model = try ModelLoader.load(path: modelOptions.model) } catch { throw CLIFailure("\(error)") }
         let modelID = URL(fileURLWithPath: modelOptions.model).lastPathComponent
@@ -112,11 +134,12 @@ struct WorkerTrainCommand: AsyncParsableCommand {
                 coordinatorHost: coordinator.host, coordinatorPort: coordinator.port, workerID: id, authToken: token,
                 heartbeatInterval: .seconds(heartbeatInterval), workDirectory: directory, microBatchTokens: microBatch,
                 threads: BLASRuntime.threads),
-            model: model, modelID: modelID, logger: logger)
+            model: model, modelID: modelID, activity: activity, logger: logger)
         logger.notice("training worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(modelID)"])
         let running = Task { try await worker.run() }
         let stop = Task {
             await ShutdownSignal.wait()
+            operationsPort?.beginShutdown()
             running.cancel()
         }
         defer { stop.cancel() }
@@ -125,5 +148,6 @@ struct WorkerTrainCommand: AsyncParsableCommand {
         } catch {
             throw CLIFailure("\(error)")
         }
+        try await operationsPort?.stop()
     }
 }

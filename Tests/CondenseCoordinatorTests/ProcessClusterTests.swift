@@ -146,7 +146,7 @@ extension CoordinatorSuites {
             var last = ""
             for _ in 0..<600 {
                 let health: HealthResponse = try await client.unary(Methods.EmbeddingService.health.path, request: HealthRequest())
-                if health.detail == detail { return }
+                if health.detail.hasPrefix(detail + ":") { return }  // "2 embedding workers: model.gguf"
                 last = health.detail
                 try await Task.sleep(for: .milliseconds(100))
             }

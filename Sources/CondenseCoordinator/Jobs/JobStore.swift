@@ -98,6 +98,18 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// How many jobs are in each state (states without jobs absent), counted by the database.
+    public func jobCounts() async throws(RPCError) -> [JobState: Int] {
+        try await read { db in
+            var counts: [JobState: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS count FROM job GROUP BY state") {
+                let state: Int32 = row["state"]
+                if let known = JobState(rawValue: state) { counts[known] = row["count"] }
+            }
+            return counts
+        }
+    }
+
     /// Pairs uploaded with the job; nil when it trains from `spec.pairs_path`.
     public func uploadedPairs(_ id: String) async throws(RPCError) -> [TrainingPair]? {
         try await read { db in
