@@ -41,18 +41,6 @@ public struct EmbeddingWorkerConfiguration: Sendable {
     }
 }
 
-/// Why a worker stopped for good.
-public enum WorkerError: Error, CustomStringConvertible, Sendable {
-    /// The coordinator refused the session (e.g. bad registration); retrying would not help.
-    case rejected(RPCError)
-
-    public var description: String {
-        switch self {
-        case .rejected(let error): "the coordinator rejected this worker: \(error)"
-        }
-    }
-}
-
 /// An embedding worker: dials the coordinator, registers, sends heartbeats, and runs EmbedBatch
 /// assignments one at a time on the compute queue with the same code path as the single-process
 /// server (`EmbeddingServiceProvider.embed`), so a batch yields the same bytes on any worker.
@@ -85,38 +73,10 @@ public struct EmbeddingWorker: Sendable {
 
     /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
     public func run() async throws(WorkerError) {
-        var delay = configuration.reconnectDelay
-        while !Task.isCancelled {
-            let outcome: SessionOutcome
-            do {
-                let client = try await RPCClient.connect(
-                    host: configuration.coordinatorHost, port: configuration.coordinatorPort,
-                    authToken: configuration.authToken, logger: logger)
-                delay = configuration.reconnectDelay
-                outcome = await runSession(client)
-                await client.close()
-            } catch {
-                outcome = .lost("\(error)")
-            }
-            switch outcome {
-            case .drained:
-                logger.notice("drained by the coordinator")
-                return
-            case .rejected(let error):
-                throw .rejected(error)
-            case .lost(let reason):
-                if Task.isCancelled { return }
-                logger.warning("coordinator session lost; reconnecting", metadata: ["reason": "\(reason)", "delay": "\(delay)"])
-                do { try await Task.sleep(for: delay) } catch { return }
-                delay = min(delay * 2, configuration.maxReconnectDelay)
-            }
-        }
-    }
-
-    private enum SessionOutcome {
-        case drained
-        case rejected(RPCError)
-        case lost(String)
+        try await runCoordinatorSessions(
+            host: configuration.coordinatorHost, port: configuration.coordinatorPort, authToken: configuration.authToken,
+            reconnectDelay: configuration.reconnectDelay, maxReconnectDelay: configuration.maxReconnectDelay, logger: logger,
+            session: runSession)
     }
 
     private func runSession(_ client: RPCClient) async -> SessionOutcome {

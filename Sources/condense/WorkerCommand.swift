@@ -18,15 +18,8 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed", abstract: "Embedding worker: runs the coordinator's EmbedBatch assignments.")
 
-    @Option(help: "The coordinator's address, HOST:PORT.")
-    var coordinator: HostPort
+    @OptionGroup var connection: WorkerConnectionOptions
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Worker id, unique among the coordinator's workers (default: host name and process id).")
-    var workerID: String?
-    @Option(help: "File holding the coordinator's shared secret.")
-    var authTokenFile: String?
-    @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
-    var heartbeatInterval: Int = 2
     @Option(help: "Prompt for requests that name none (same on every worker): a built-in name (\(PromptTemplate.namedPromptNames.joined(separator: ", "))) or a template containing {text}.")
     var defaultPrompt: String = "none"
     @Option(help: "Pooling for requests that leave it unspecified (same on every worker): mean, last, eos, weighted-mean.")
@@ -42,15 +35,13 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
     func run() async throws {
         Condense.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "condense.worker")
-        guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
         guard maxAdapters > 0 else { throw CLIFailure("--max-adapters must be positive") }
         let prompt: PromptTemplate
         do { prompt = try PromptTemplate(nameOrTemplate: defaultPrompt) } catch { throw CLIFailure("--default-prompt: \(error)") }
         guard let pooling = Pooling(rawValue: defaultPooling) else {
             throw CLIFailure("--default-pooling must be one of \(Pooling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let token = try authTokenFile.map(authToken(fromFile:))
-        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let (coordinator, id, token, heartbeatInterval) = try connection.resolved()
         logger.info(
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
@@ -97,15 +88,8 @@ struct WorkerTrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Training worker: runs the coordinator's fine-tuning jobs, one at a time.")
 
-    @Option(help: "The coordinator's address, HOST:PORT.")
-    var coordinator: HostPort
+    @OptionGroup var connection: WorkerConnectionOptions
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Worker id, unique among the coordinator's workers (default: host name and process id).")
-    var workerID: String?
-    @Option(help: "File holding the coordinator's shared secret.")
-    var authTokenFile: String?
-    @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
-    var heartbeatInterval: Int = 2
     @Option(help: "Scratch directory for job checkpoints before they are uploaded (default: a folder in the system temp dir).")
     var workDir: String?
     @Option(help: "Most tokens per forward/backward pass for jobs that set no micro-batch (about 0.8 MB each on SmolLM2-135M).")
@@ -117,10 +101,8 @@ struct WorkerTrainCommand: AsyncParsableCommand {
     func run() async throws {
         Condense.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "condense.worker.train")
-        guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
         guard microBatch > 0 else { throw CLIFailure("--micro-batch must be positive") }
-        let token = try authTokenFile.map(authToken(fromFile:))
-        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let (coordinator, id, token, heartbeatInterval) = try connection.resolved()
         let directory = workDir ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("condense-train-\(id)")
         // Up before the model loads: liveness holds while it loads, readiness waits for the session.
         let activity = WorkerActivity(kind: .train)
@@ -149,5 +131,25 @@ struct WorkerTrainCommand: AsyncParsableCommand {
             throw CLIFailure("\(error)")
         }
         try await operationsPort?.stop()
+    }
+}
+
+/// How a worker reaches its coordinator: the options every worker kind takes.
+struct WorkerConnectionOptions: ParsableArguments {
+    @Option(help: "The coordinator's address, HOST:PORT.")
+    var coordinator: HostPort
+    @Option(help: "Worker id, unique among the coordinator's workers (default: host name and process id).")
+    var workerID: String?
+    @Option(help: "File holding the coordinator's shared secret.")
+    var authTokenFile: String?
+    @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
+    var heartbeatInterval: Int = 2
+
+    /// The address, the worker id (default: host name and process id), the token and the heartbeat interval.
+    func resolved() throws -> (coordinator: HostPort, workerID: String, token: String?, heartbeatInterval: Int) {
+        guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
+        let token = try authTokenFile.map(authToken(fromFile:))
+        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        return (coordinator, id, token, heartbeatInterval)
     }
 }
