@@ -116,7 +116,7 @@ enum PEFTFixtures {
         let keyValue = Self.config.kvHeadCount * Self.config.headDim, ffn = Self.config.intermediateSize
         var expected: [String: [Int]] = [:]
         for layer in 0..<Self.config.layerCount {
-            let prefix = "base_model.model.model.layers.\(layer)."
+            let prefix = "base_model.model.layers.\(layer)."
             expected[prefix + "self_attn.q_proj.lora_A.weight"] = [3, hidden]
             expected[prefix + "self_attn.q_proj.lora_B.weight"] = [query, 3]
             expected[prefix + "self_attn.k_proj.lora_A.weight"] = [3, hidden]
@@ -242,7 +242,7 @@ enum PEFTFixtures {
         wider.hiddenSize = 48
         let misfit = PEFTFixtures.adapter(for: wider, modules: [.q, .v])
         #expect(throws: AdapterError.shapeMismatch(
-            tensor: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", expected: [4, 64], actual: [4, 48])) {
+            tensor: "base_model.model.layers.0.self_attn.q_proj.lora_A.weight", expected: [4, 64], actual: [4, 48])) {
             try target.mergeLoRA(misfit)
         }
         #expect(target.layers.map(\.wq) == weights.layers.map(\.wq))
@@ -294,10 +294,10 @@ enum PEFTFixtures {
         }
         #expect(detail.hasPrefix("r: "))
         #expect(try withConfig { $0["r"] = 2 } == .invalidTensor(
-            path: weights, tensor: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            path: weights, tensor: "base_model.model.layers.0.self_attn.q_proj.lora_A.weight",
             detail: "has shape [4, 64]: lora_A needs 2 rows (r = 2)"))
         #expect(try withConfig { $0["target_modules"] = ["q_proj", "v_proj"] } == .missingTensor(
-            path: weights, tensor: "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight"))
+            path: weights, tensor: "base_model.model.layers.0.self_attn.v_proj.lora_A.weight"))
         // A pattern-valued target_modules: the tensors say which modules are adapted.
         #expect(try withConfig { $0["target_modules"] = ".*q_proj" } == nil)
 

@@ -45,7 +45,7 @@ import Testing
         var expected: [String: [Int]] = [:]
         for slot in adapter.layout.slots {
             let parent = [.q, .k, .v, .o].contains(slot.target) ? "self_attn" : "mlp"
-            let name = "base_model.model.model.layers.\(slot.layer).\(parent).\(slot.target.moduleName)"
+            let name = "base_model.model.layers.\(slot.layer).\(parent).\(slot.target.moduleName)"
             expected[name + ".lora_A.weight"] = [slot.rank, slot.inFeatures]
             expected[name + ".lora_B.weight"] = [slot.outFeatures, slot.rank]
         }
@@ -119,7 +119,7 @@ import Testing
         var wider = model
         wider.intermediateSize = 40
         #expect(throws: TrainingError.adapterFile(.shapeMismatch(
-            tensor: "base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight", expected: [40, 4], actual: [48, 4]))) {
+            tensor: "base_model.model.layers.0.mlp.gate_proj.lora_B.weight", expected: [40, 4], actual: [48, 4]))) {
             try LoRAAdapter.readPEFT(from: scratch.path, model: wider)
         }
         #expect(TrainingError.adapterFile(.layerCountMismatch(adapterLayers: 2, modelLayers: 3)).description

@@ -2,7 +2,7 @@ import CondenseTensor
 
 /// A LoRA adapter as Hugging Face PEFT stores it: `adapter_config.json` (hyperparameters) and
 /// `adapter_model.safetensors` with, per adapted projection of each layer, lora_A [r x in] and lora_B [out x r]
-/// under PEFT's names (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`, ...).
+/// under PEFT's names (`base_model.model.layers.{i}.self_attn.q_proj.lora_A.weight`, ...).
 /// The adapted weight is W + scaling · B·A with scaling = alpha / r, or alpha / √r with rsLoRA.
 ///
 /// Every layer `0..<layerCount` carries every module of `configuration.targetModules` (adapters restricted to
@@ -117,9 +117,12 @@ public struct PEFTAdapter: Sendable, Equatable {
 
     public var layerCount: Int { layers.count }
 
-    /// PEFT's name of a factor in a model wrapped from a `*ForCausalLM` (as PEFT saves it, adapter name removed).
+    /// PEFT's name of a factor in a wrapped `AutoModel` (the bare decoder, as PEFT saves it, adapter name
+    /// removed): the model an embedding user loads, and what PEFT's feature-extraction task wraps. PEFT
+    /// matches names exactly, so a `*ForCausalLM`'s `model.model.layers` names would be silently ignored by
+    /// `PeftModel.from_pretrained(AutoModel...)` (checked by scripts/test-peft-compat.py); reading accepts both.
     public static func tensorName(layer: Int, module: Module, factor: Factor) -> String {
-        tensorName(prefix: causalLMPrefix, layer: layer, module: module, factor: factor)
+        tensorName(prefix: baseModelPrefix, layer: layer, module: module, factor: factor)
     }
 
     static func tensorName(prefix: String, layer: Int, module: Module, factor: Factor) -> String {
