@@ -1,6 +1,39 @@
 import CondenseRPC
 import CondenseWire
+import Foundation
 import Logging
+
+/// Where a worker finds its coordinator and how it keeps its session alive: what every worker kind shares.
+public struct CoordinatorConnection: Sendable {
+    public var host: String
+    public var port: Int
+    /// Stable id among workers (the coordinator replaces an older session with the same id).
+    public var workerID: String
+    /// Sent as `authorization: Bearer <token>` when set.
+    public var authToken: String?
+    /// How often a heartbeat goes out; keep it well under the coordinator's heartbeat timeout.
+    public var heartbeatInterval: Duration
+    /// First wait before reconnecting after a lost session; doubles per failed attempt up to `maxReconnectDelay`.
+    public var reconnectDelay: Duration
+    public var maxReconnectDelay: Duration
+    /// Compute threads reported in Register.
+    public var threads: Int
+
+    public init(
+        host: String, port: Int, workerID: String, authToken: String? = nil, heartbeatInterval: Duration = .seconds(2),
+        reconnectDelay: Duration = .milliseconds(250), maxReconnectDelay: Duration = .seconds(10),
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) {
+        self.host = host
+        self.port = port
+        self.workerID = workerID
+        self.authToken = authToken
+        self.heartbeatInterval = heartbeatInterval
+        self.reconnectDelay = reconnectDelay
+        self.maxReconnectDelay = maxReconnectDelay
+        self.threads = threads
+    }
+}
 
 /// Why a worker stopped for good.
 public enum WorkerError: Error, CustomStringConvertible, Sendable {
@@ -28,14 +61,15 @@ enum SessionOutcome {
 /// session, and after a lost session dials again, waiting `reconnectDelay`, doubled per failed attempt
 /// up to `maxReconnectDelay`. Returns when the task is cancelled or the worker is drained.
 func runCoordinatorSessions(
-    host: String, port: Int, authToken: String?, reconnectDelay: Duration, maxReconnectDelay: Duration, logger: Logger,
-    session: (RPCClient) async -> SessionOutcome
+    _ connection: CoordinatorConnection, logger: Logger, session: (RPCClient) async -> SessionOutcome
 ) async throws(WorkerError) {
+    let reconnectDelay = connection.reconnectDelay
     var delay = reconnectDelay
     while !Task.isCancelled {
         let outcome: SessionOutcome
         do {
-            let client = try await RPCClient.connect(host: host, port: port, authToken: authToken, logger: logger)
+            let client = try await RPCClient.connect(
+                host: connection.host, port: connection.port, authToken: connection.authToken, logger: logger)
             delay = reconnectDelay
             outcome = await session(client)
             await client.close()
@@ -52,7 +86,7 @@ func runCoordinatorSessions(
             if Task.isCancelled { return }
             logger.warning("coordinator session lost; reconnecting", metadata: ["reason": "\(reason)", "delay": "\(delay)"])
             do { try await Task.sleep(for: delay) } catch { return }
-            delay = min(delay * 2, maxReconnectDelay)
+            delay = min(delay * 2, connection.maxReconnectDelay)
         }
     }
 }

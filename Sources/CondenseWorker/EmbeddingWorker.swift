@@ -5,39 +5,15 @@ import CondenseWire
 import Foundation
 import Logging
 
-/// Where a worker finds its coordinator and how it keeps the session alive.
+/// An embedding worker's settings.
 public struct EmbeddingWorkerConfiguration: Sendable {
-    public var coordinatorHost: String
-    public var coordinatorPort: Int
-    /// Stable id among workers (the coordinator replaces an older session with the same id).
-    public var workerID: String
-    /// Sent as `authorization: Bearer <token>` when set.
-    public var authToken: String?
-    /// How often a heartbeat goes out; keep it well under the coordinator's heartbeat timeout.
-    public var heartbeatInterval: Duration
-    /// First wait before reconnecting after a lost session; doubles per failed attempt up to `maxReconnectDelay`.
-    public var reconnectDelay: Duration
-    public var maxReconnectDelay: Duration
+    public var connection: CoordinatorConnection
     /// Defaults for options a request leaves unset (must match across workers of one coordinator).
     public var settings: EmbeddingServiceSettings
-    /// Compute threads reported in Register (the BLAS threads of a forward pass).
-    public var threads: Int
 
-    public init(
-        coordinatorHost: String, coordinatorPort: Int, workerID: String, authToken: String? = nil,
-        heartbeatInterval: Duration = .seconds(2), reconnectDelay: Duration = .milliseconds(250),
-        maxReconnectDelay: Duration = .seconds(10), settings: EmbeddingServiceSettings = .init(),
-        threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    ) {
-        self.coordinatorHost = coordinatorHost
-        self.coordinatorPort = coordinatorPort
-        self.workerID = workerID
-        self.authToken = authToken
-        self.heartbeatInterval = heartbeatInterval
-        self.reconnectDelay = reconnectDelay
-        self.maxReconnectDelay = maxReconnectDelay
+    public init(connection: CoordinatorConnection, settings: EmbeddingServiceSettings = .init()) {
+        self.connection = connection
         self.settings = settings
-        self.threads = threads
     }
 }
 
@@ -73,10 +49,7 @@ public struct EmbeddingWorker: Sendable {
 
     /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
     public func run() async throws(WorkerError) {
-        try await runCoordinatorSessions(
-            host: configuration.coordinatorHost, port: configuration.coordinatorPort, authToken: configuration.authToken,
-            reconnectDelay: configuration.reconnectDelay, maxReconnectDelay: configuration.maxReconnectDelay, logger: logger,
-            session: runSession)
+        try await runCoordinatorSessions(configuration.connection, logger: logger, session: runSession)
     }
 
     private func runSession(_ client: RPCClient) async -> SessionOutcome {
@@ -84,10 +57,10 @@ public struct EmbeddingWorker: Sendable {
         let (assignments, assignmentContinuation) = AsyncStream<Assignment>.makeStream()
         let state = SessionState()
         let registration = Register(
-            workerID: configuration.workerID, kind: .embed, models: [modelID], adaptersCached: await adapters?.loadedIDs ?? [],
-            threads: UInt32(clamping: configuration.threads),
+            workerID: configuration.connection.workerID, kind: .embed, models: [modelID], adaptersCached: await adapters?.loadedIDs ?? [],
+            threads: UInt32(clamping: configuration.connection.threads),
             memoryBytes: ProcessInfo.processInfo.physicalMemory)
-        let heartbeatInterval = configuration.heartbeatInterval
+        let heartbeatInterval = configuration.connection.heartbeatInterval
         let activity = self.activity
         defer { activity?.sessionClosed() }
         do {
@@ -179,7 +152,7 @@ public struct EmbeddingWorker: Sendable {
             } catch {
                 if Task.isCancelled { return nil }
                 logger.error("adapter unavailable", metadata: ["adapter": "\(wire.adapterID)", "error": "\(error)"])
-                return Self.failed(batch, assignment, message: "worker \(configuration.workerID): \(error)")
+                return Self.failed(batch, assignment, message: "worker \(configuration.connection.workerID): \(error)")
             }
         }
         do {
@@ -190,7 +163,7 @@ public struct EmbeddingWorker: Sendable {
                 usage: &usage)
         } catch let error as RPCError {
             // Options this model cannot honour (e.g. too many dimensions): every item fails, saying why.
-            return Self.failed(batch, assignment, message: "options rejected by worker \(configuration.workerID): \(error.message)")
+            return Self.failed(batch, assignment, message: "options rejected by worker \(configuration.connection.workerID): \(error.message)")
         } catch {
             // Cancelled: the session is ending and nobody waits for this result.
             return nil

@@ -5,41 +5,20 @@ import CondenseWire
 import Foundation
 import Logging
 
-/// Where a training worker finds its coordinator and where it keeps job files.
+/// A training worker's settings.
 public struct TrainingWorkerConfiguration: Sendable {
-    public var coordinatorHost: String
-    public var coordinatorPort: Int
-    /// Stable id among workers (the coordinator replaces an older session with the same id).
-    public var workerID: String
-    /// Sent as `authorization: Bearer <token>` when set.
-    public var authToken: String?
-    public var heartbeatInterval: Duration
-    /// First wait before reconnecting after a lost session; doubles per failed attempt up to `maxReconnectDelay`.
-    public var reconnectDelay: Duration
-    public var maxReconnectDelay: Duration
+    public var connection: CoordinatorConnection
     /// Local scratch space: one directory per job (checkpoints, final adapter) until it is uploaded.
     public var workDirectory: String
     /// Token budget of a forward/backward pass when the job does not set `micro_batch_size` (memory).
     public var microBatchTokens: Int
-    public var threads: Int
 
     public init(
-        coordinatorHost: String, coordinatorPort: Int, workerID: String, authToken: String? = nil,
-        heartbeatInterval: Duration = .seconds(2), reconnectDelay: Duration = .milliseconds(250),
-        maxReconnectDelay: Duration = .seconds(10), workDirectory: String,
-        microBatchTokens: Int = FineTuneOptions.defaultMicroBatchTokens,
-        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+        connection: CoordinatorConnection, workDirectory: String, microBatchTokens: Int = FineTuneOptions.defaultMicroBatchTokens
     ) {
-        self.coordinatorHost = coordinatorHost
-        self.coordinatorPort = coordinatorPort
-        self.workerID = workerID
-        self.authToken = authToken
-        self.heartbeatInterval = heartbeatInterval
-        self.reconnectDelay = reconnectDelay
-        self.maxReconnectDelay = maxReconnectDelay
+        self.connection = connection
         self.workDirectory = workDirectory
         self.microBatchTokens = microBatchTokens
-        self.threads = threads
     }
 }
 
@@ -68,18 +47,15 @@ public struct TrainingWorker: Sendable {
 
     /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
     public func run() async throws(WorkerError) {
-        try await runCoordinatorSessions(
-            host: configuration.coordinatorHost, port: configuration.coordinatorPort, authToken: configuration.authToken,
-            reconnectDelay: configuration.reconnectDelay, maxReconnectDelay: configuration.maxReconnectDelay, logger: logger,
-            session: runSession)
+        try await runCoordinatorSessions(configuration.connection, logger: logger, session: runSession)
     }
 
     private func runSession(_ client: RPCClient) async -> SessionOutcome {
         let (outbound, send) = AsyncStream<WorkerMessage>.makeStream()
         let registration = Register(
-            workerID: configuration.workerID, kind: .train, models: [modelID],
-            threads: UInt32(clamping: configuration.threads), memoryBytes: ProcessInfo.processInfo.physicalMemory)
-        let heartbeatInterval = configuration.heartbeatInterval
+            workerID: configuration.connection.workerID, kind: .train, models: [modelID],
+            threads: UInt32(clamping: configuration.connection.threads), memoryBytes: ProcessInfo.processInfo.physicalMemory)
+        let heartbeatInterval = configuration.connection.heartbeatInterval
         let jobs = JobTasks()
         let activity = self.activity
         defer {
@@ -164,7 +140,7 @@ public struct TrainingWorker: Sendable {
             let options = try TrainingJobOptions.options(
                 spec.hyperparameters ?? Hyperparameters(), outputDirectory: directory,
                 microBatchTokens: configuration.microBatchTokens, resume: resuming)
-            event(.started(JobStarted(workerID: configuration.workerID, resumedFromStep: resuming ? job.resumeStep : 0)))
+            event(.started(JobStarted(workerID: configuration.connection.workerID, resumedFromStep: resuming ? job.resumeStep : 0)))
             log.info("training", metadata: ["job": "\(job.jobID)", "pairs": "\(pairs.count)", "resume_step": "\(job.resumeStep)"])
 
             let (progress, report) = AsyncStream<FineTuneProgress>.makeStream()

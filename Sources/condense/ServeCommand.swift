@@ -84,15 +84,17 @@ struct ServeCommand: AsyncParsableCommand {
             }
             let embedding = EmbeddingWorker(
                 configuration: EmbeddingWorkerConfiguration(
-                    coordinatorHost: workerHost, coordinatorPort: port, workerID: "serve-embed", authToken: authToken,
-                    settings: settings, threads: BLASRuntime.threads),
+                    connection: CoordinatorConnection(
+                        host: workerHost, port: port, workerID: "serve-embed", authToken: authToken, threads: BLASRuntime.threads),
+                    settings: settings),
                 embedder: served.embedder, modelID: served.modelID,
                 adapters: .merging(into: modelPath, cacheDirectory: (dataDir as NSString).appendingPathComponent("adapter-cache")),
                 logger: logger)
             let training = TrainingWorker(
                 configuration: TrainingWorkerConfiguration(
-                    coordinatorHost: workerHost, coordinatorPort: port, workerID: "serve-train", authToken: authToken,
-                    workDirectory: workDirectory, threads: BLASRuntime.threads),
+                    connection: CoordinatorConnection(
+                        host: workerHost, port: port, workerID: "serve-train", authToken: authToken, threads: BLASRuntime.threads),
+                    workDirectory: workDirectory),
                 model: served.loaded, modelID: served.modelID, logger: logger)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { try? await embedding.run() }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CondenseEmbedding
 import CondenseModel
+import CondenseRPC
 import CondenseTraining
 import CondenseServer
 import CondenseTensor
@@ -41,7 +42,8 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
         guard let pooling = Pooling(rawValue: defaultPooling) else {
             throw CLIFailure("--default-pooling must be one of \(Pooling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let (coordinator, id, token, heartbeatInterval) = try connection.resolved()
+        let connection = try self.connection.resolved()
+        let id = connection.workerID
         logger.info(
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
@@ -59,28 +61,13 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
 
         let worker = EmbeddingWorker(
             configuration: EmbeddingWorkerConfiguration(
-                coordinatorHost: coordinator.host, coordinatorPort: coordinator.port, workerID: id, authToken: token,
-                heartbeatInterval: .seconds(heartbeatInterval),
-                settings: EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling),
-                threads: BLASRuntime.threads),
+                connection: connection, settings: EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling)),
             embedder: served.embedder, modelID: served.modelID,
             adapters: .merging(
                 into: modelOptions.model, cacheDirectory: (scratch as NSString).appendingPathComponent("adapters"), capacity: maxAdapters),
             activity: activity, logger: logger)
-        logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(served.modelID)"])
-        let running = Task { try await worker.run() }
-        let stop = Task {
-            await ShutdownSignal.wait()
-            operationsPort?.beginShutdown()
-            running.cancel()
-        }
-        defer { stop.cancel() }
-        do {
-            try await running.value
-        } catch {
-            throw CLIFailure("\(error)")
-        }
-        try await operationsPort?.stop()
+        logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(self.connection.coordinator)", "model": "\(served.modelID)"])
+        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run() }
     }
 }
 
@@ -102,7 +89,8 @@ struct WorkerTrainCommand: AsyncParsableCommand {
         Condense.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "condense.worker.train")
         guard microBatch > 0 else { throw CLIFailure("--micro-batch must be positive") }
-        let (coordinator, id, token, heartbeatInterval) = try connection.resolved()
+        let connection = try self.connection.resolved()
+        let id = connection.workerID
         let directory = workDir ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("condense-train-\(id)")
         // Up before the model loads: liveness holds while it loads, readiness waits for the session.
         let activity = WorkerActivity(kind: .train)
@@ -112,25 +100,10 @@ struct WorkerTrainCommand: AsyncParsableCommand {
         do { model = try ModelLoader.load(path: modelOptions.model) } catch { throw CLIFailure("\(error)") }
         let modelID = URL(fileURLWithPath: modelOptions.model).lastPathComponent
         let worker = TrainingWorker(
-            configuration: TrainingWorkerConfiguration(
-                coordinatorHost: coordinator.host, coordinatorPort: coordinator.port, workerID: id, authToken: token,
-                heartbeatInterval: .seconds(heartbeatInterval), workDirectory: directory, microBatchTokens: microBatch,
-                threads: BLASRuntime.threads),
+            configuration: TrainingWorkerConfiguration(connection: connection, workDirectory: directory, microBatchTokens: microBatch),
             model: model, modelID: modelID, activity: activity, logger: logger)
-        logger.notice("training worker starting", metadata: ["worker": "\(id)", "coordinator": "\(coordinator)", "model": "\(modelID)"])
-        let running = Task { try await worker.run() }
-        let stop = Task {
-            await ShutdownSignal.wait()
-            operationsPort?.beginShutdown()
-            running.cancel()
-        }
-        defer { stop.cancel() }
-        do {
-            try await running.value
-        } catch {
-            throw CLIFailure("\(error)")
-        }
-        try await operationsPort?.stop()
+        logger.notice("training worker starting", metadata: ["worker": "\(id)", "coordinator": "\(self.connection.coordinator)", "model": "\(modelID)"])
+        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run() }
     }
 }
 
@@ -145,11 +118,31 @@ struct WorkerConnectionOptions: ParsableArguments {
     @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
     var heartbeatInterval: Int = 2
 
-    /// The address, the worker id (default: host name and process id), the token and the heartbeat interval.
-    func resolved() throws -> (coordinator: HostPort, workerID: String, token: String?, heartbeatInterval: Int) {
+    /// The connection these options describe; the worker id defaults to host name and process id.
+    func resolved() throws -> CoordinatorConnection {
         guard heartbeatInterval > 0 else { throw CLIFailure("--heartbeat-interval must be positive") }
-        let token = try authTokenFile.map(authToken(fromFile:))
-        let id = workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
-        return (coordinator, id, token, heartbeatInterval)
+        return CoordinatorConnection(
+            host: coordinator.host, port: coordinator.port,
+            workerID: workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
+            authToken: try authTokenFile.map(authToken(fromFile:)), heartbeatInterval: .seconds(heartbeatInterval),
+            threads: BLASRuntime.threads)
     }
+}
+
+/// Runs a worker until it stops or SIGINT/SIGTERM arrives; the operations port reports the shutdown
+/// (/healthz 503) while the worker winds down, and closes after it.
+private func runUntilShutdown(operationsPort: OperationsServer?, _ work: @escaping @Sendable () async throws -> Void) async throws {
+    let running = Task { try await work() }
+    let stop = Task {
+        await ShutdownSignal.wait()
+        operationsPort?.beginShutdown()
+        running.cancel()
+    }
+    defer { stop.cancel() }
+    do {
+        try await running.value
+    } catch {
+        throw CLIFailure("\(error)")
+    }
+    try await operationsPort?.stop()
 }

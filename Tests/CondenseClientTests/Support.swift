@@ -89,7 +89,7 @@ final class TestCluster: Sendable {
     func startWorker(_ id: String, embedder: Embedder) -> Task<Void, Never> {
         let worker = EmbeddingWorker(
             configuration: EmbeddingWorkerConfiguration(
-                coordinatorHost: "127.0.0.1", coordinatorPort: port, workerID: id, heartbeatInterval: .milliseconds(100)),
+                connection: CoordinatorConnection(host: "127.0.0.1", port: port, workerID: id, heartbeatInterval: .milliseconds(100))),
             embedder: embedder, modelID: "tiny-llama", logger: quietLogger)
         return Task { try? await worker.run() }
     }

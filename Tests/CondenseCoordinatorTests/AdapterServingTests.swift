@@ -119,8 +119,8 @@ extension CoordinatorSuites {
             }
             let embedder = try #require(Fixtures.tinyEmbedder)
             let worker = EmbeddingWorker(
-                configuration: EmbeddingWorkerConfiguration(
-                    coordinatorHost: "127.0.0.1", coordinatorPort: cluster.port, workerID: "embed-1", heartbeatInterval: .milliseconds(100)),
+                configuration: EmbeddingWorkerConfiguration(connection: CoordinatorConnection(
+                    host: "127.0.0.1", port: cluster.port, workerID: "embed-1", heartbeatInterval: .milliseconds(100))),
                 embedder: embedder, modelID: "tiny-llama", adapters: adapters, logger: quietLogger)
             let running = Task { try? await worker.run() }
             try await cluster.waitForWorkers(1)
@@ -215,8 +215,8 @@ extension CoordinatorSuites {
                 services: [OneAdapterBatchCoordinator(adapterDirectory: adapter, registrations: registered)], logger: quietLogger)
             let port = try await server.start()
             let worker = EmbeddingWorker(
-                configuration: EmbeddingWorkerConfiguration(
-                    coordinatorHost: "127.0.0.1", coordinatorPort: port, workerID: "embed-1", heartbeatInterval: .milliseconds(100)),
+                configuration: EmbeddingWorkerConfiguration(connection: CoordinatorConnection(
+                    host: "127.0.0.1", port: port, workerID: "embed-1", heartbeatInterval: .milliseconds(100))),
                 embedder: try #require(Fixtures.tinyEmbedder), modelID: "tiny-llama",
                 adapters: .merging(into: Fixtures.tinyLlama, cacheDirectory: cacheDirectory), logger: quietLogger)
             let running = Task { try? await worker.run() }

@@ -110,9 +110,8 @@ extension CoordinatorSuites {
             let workerNotReady = try await http(port: workerPort, "/readyz")
             #expect((workerNotReady.status, workerNotReady.body) == (503, "not registered with the coordinator\n"))
             let worker = EmbeddingWorker(
-                configuration: EmbeddingWorkerConfiguration(
-                    coordinatorHost: "127.0.0.1", coordinatorPort: coordinator.rpcPort, workerID: "w1",
-                    heartbeatInterval: .milliseconds(100)),
+                configuration: EmbeddingWorkerConfiguration(connection: CoordinatorConnection(
+                    host: "127.0.0.1", port: coordinator.rpcPort, workerID: "w1", heartbeatInterval: .milliseconds(100))),
                 embedder: embedder, modelID: "tiny-llama", activity: activity, logger: quietLogger)
             let running = Task { try? await worker.run() }
 

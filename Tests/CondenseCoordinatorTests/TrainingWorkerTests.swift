@@ -22,7 +22,7 @@ extension CoordinatorSuites {
         func startWorker(_ id: String, port: Int) -> Task<Void, Never> {
             let worker = TrainingWorker(
                 configuration: TrainingWorkerConfiguration(
-                    coordinatorHost: "127.0.0.1", coordinatorPort: port, workerID: id, heartbeatInterval: .milliseconds(100),
+                    connection: CoordinatorConnection(host: "127.0.0.1", port: port, workerID: id, heartbeatInterval: .milliseconds(100)),
                     workDirectory: TrainingFixtures.temporaryDirectory(id)),
                 model: TrainingFixtures.model!, modelID: "tiny-llama", logger: quietLogger)
             return Task { try? await worker.run() }
