@@ -125,17 +125,19 @@ let package = Package(
             ]
         ),
 
+        // What the benchmarks share: timing, peak RSS, the sgemm ceiling.
+        .target(name: "BenchmarkSupport", dependencies: ["CondenseTensor"], path: "Benchmarks/Support", swiftSettings: vectorized),
         // Forward-pass benchmark (sgemm GFLOPS, tokens/s vs ceiling, single-text latency).
         .executableTarget(
             name: "condense-bench-forward",
-            dependencies: ["CondenseModel", "CondenseTensor", "CondenseTokenizer"],
+            dependencies: ["BenchmarkSupport", "CondenseModel", "CondenseTensor", "CondenseTokenizer"],
             path: "Benchmarks/Forward",
             swiftSettings: vectorized
         ),
         // Fine-tuning benchmark (seconds and peak RSS per contrastive LoRA step, fraction of the sgemm ceiling).
         .executableTarget(
             name: "condense-bench-finetune",
-            dependencies: ["CondenseTraining", "CondenseEmbedding", "CondenseModel", "CondenseTensor", "CondenseTokenizer"],
+            dependencies: ["BenchmarkSupport", "CondenseTraining", "CondenseEmbedding", "CondenseModel", "CondenseTensor", "CondenseTokenizer"],
             path: "Benchmarks/FineTune",
             swiftSettings: vectorized
         ),

@@ -7,6 +7,7 @@
 // Without a model file (or with --random) it uses random F32 weights of SmolLM2-135M's shape: the same
 // FLOPs and the same speed as the dequantised real model. Texts are tokenized with the model's own
 // tokenizer; with random weights, synthetic token ids with the real workload's lengths stand in.
+import BenchmarkSupport
 import CondenseModel
 import CondenseTensor
 import CondenseTokenizer
@@ -36,27 +37,6 @@ struct Options {
         }
     }
 }
-
-/// Wall-clock and process CPU seconds (all threads) of `body`. On a shared, busy machine wall time
-/// swings with other load; rates per CPU-second stay comparable (spinning BLAS workers count too).
-struct Timing {
-    var wall: Double
-    var cpu: Double
-}
-
-func processCPUSeconds() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-}
-
-func measure(_ body: () throws -> Void) rethrows -> Timing {
-    let start = DispatchTime.now().uptimeNanoseconds, cpuStart = processCPUSeconds()
-    try body()
-    return Timing(wall: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, cpu: processCPUSeconds() - cpuStart)
-}
-
-func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
 /// SmolLM2-135M's shape with random weights (σ = 1/√in), for runs without the model file.
 func randomDefaultModel() -> ModelWeights {
@@ -90,31 +70,6 @@ func flopsPerToken(_ config: ModelConfig, lengths: [Int]) -> (total: Double, lin
     return (linear + attention, linear)
 }
 
-/// Best GFLOPS per wall-clock second and per CPU-second of the reference GEMM shape.
-func sgemmGFLOPS() -> (wall: Double, perCPUSecond: Double) {
-    let m = 1024, n = 1536, k = 576
-    let a = (0..<(m * k)).map { Float($0 % 97) * 1e-3 }, b = (0..<(n * k)).map { Float($0 % 89) * 1e-3 }
-    var c = [Float](repeating: 0, count: m * n)
-    var best = (wall: 0.0, perCPUSecond: 0.0)
-    a.withUnsafeBufferPointer { a in
-        b.withUnsafeBufferPointer { b in
-            c.withUnsafeMutableBufferPointer { c in
-                for trial in 0..<6 {
-                    let repeats = 20
-                    let timing = measure {
-                        for _ in 0..<repeats {
-                            GEMM.linear(a.baseAddress!, rows: m, weight: b.baseAddress!, outFeatures: n, inFeatures: k, into: c.baseAddress!)
-                        }
-                    }
-                    let flops = 2 * Double(m * n * k * repeats) / 1e9
-                    if trial > 0 { best = (max(best.wall, flops / timing.wall), max(best.perCPUSecond, flops / timing.cpu)) }
-                }
-            }
-        }
-    }
-    return best
-}
-
 /// Consecutive sequences grouped into batches of about `tokens` tokens.
 func batches(_ sequences: [[Int32]], tokens: Int) -> [[[Int32]]] {
     var result: [[[Int32]]] = [], current: [[Int32]] = [], count = 0
@@ -134,7 +89,7 @@ func batches(_ sequences: [[Int32]], tokens: Int) -> [[[Int32]]] {
 let options = Options(arguments: CommandLine.arguments)
 print("BLAS: \(BLASRuntime.summary)")
 print("CPU: \(ProcessInfo.processInfo.activeProcessorCount) cores")
-let gemm = sgemmGFLOPS()
+let gemm = sgemmGFLOPS(sideBySide: false)
 print(String(format: "sgemm M=1024 N=1536 K=576: %.1f GFLOPS (best of 5 x 20 calls); %.1f GFLOP per CPU-second", gemm.wall, gemm.perCPUSecond))
 
 /// The model, its tokenizer when the model file provides one, and a description of the source.
