@@ -65,6 +65,12 @@ public enum BLASRuntime {
     /// Whether start-up supplied a short `OPENBLAS_THREAD_TIMEOUT` (the user had not set one).
     public static var threadTimeoutSupplied: Bool { condense_openblas_boot_report().threadTimeoutSupplied != 0 }
 
+    /// Whether the kernel set computes each row of a product independently of the other rows, bit for bit
+    /// (given `GEMM.linear`'s padding of tiny products). Measured on OpenBLAS 0.3.21: true of the AVX-512
+    /// SkylakeX/Cooperlake kernels; the Haswell/Zen (AVX2) kernels round a row differently with its offset
+    /// in the batch and the batch's row count, so there a vector's last bits depend on its batch.
+    public static var rowInvariantKernels: Bool { ["SkylakeX", "Cooperlake"].contains(coreName) }
+
     /// One line for logs: "OpenBLAS core Cooperlake (detected by OpenBLAS), 2 threads; <configuration>".
     public static var summary: String {
         "OpenBLAS core \(coreName) (\(coreSelection)), \(threads) threads; \(configuration)"
