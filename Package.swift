@@ -26,6 +26,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
@@ -53,6 +54,9 @@ let package = Package(
                 // The operations port (health, readiness, Prometheus metrics) speaks plain HTTP/1.1.
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+                // Optional TLS on the RPC port (server certificate; clients verify it).
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -134,6 +138,13 @@ let package = Package(
             path: "Benchmarks/Forward",
             swiftSettings: vectorized
         ),
+        // Embedding benchmark through the product path, for the side-by-side comparison (Benchmarks/compare).
+        .executableTarget(
+            name: "condense-bench-embed",
+            dependencies: ["BenchmarkSupport", "CondenseEmbedding", "CondenseTensor"],
+            path: "Benchmarks/Embed",
+            swiftSettings: vectorized
+        ),
         // Fine-tuning benchmark (seconds and peak RSS per contrastive LoRA step, fraction of the sgemm ceiling).
         .executableTarget(
             name: "condense-bench-finetune",
@@ -178,7 +189,7 @@ let package = Package(
             name: "CondenseCoordinatorTests",
             dependencies: [
                 "CondenseCoordinator", "CondenseWorker", "CondenseServer", "CondenseRPC", "CondenseWire", "CondenseEmbedding",
-                "CondenseTraining", "CondenseModel",
+                "CondenseTraining", "CondenseModel", "CondenseClient",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

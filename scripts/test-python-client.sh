@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts `condense serve` on a free loopback port with the default model, waits until
 # `condense health` reports serving, and runs the Python client's tests against it: the
-# embedding calls against that server, the fine-tuning calls against `condense coordinator`
-# processes the tests start themselves (CONDENSE_BIN), and the unit tests that need no server.
+# embedding calls against that server, the fine-tuning calls and a coordinator + workers cluster
+# (tiny test model) against processes the tests start themselves (CONDENSE_BIN), and the unit
+# tests that need no server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,6 @@ done
 # The `progress` extra brings tqdm, so both the bar and the plain stderr fallback get tested.
 python3 -m pip install --quiet --disable-pip-version-check "./Clients/python[progress]" pytest 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "./Clients/python[progress]" pytest
+# The process-cluster test serves the tiny random-weight model (idempotent, about a second).
+python3 scripts/gen-test-models.py >/dev/null
 CONDENSE_SERVER="127.0.0.1:$port" CONDENSE_BIN="$condense" python3 -m pytest -q Clients/python/tests

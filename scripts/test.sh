@@ -36,3 +36,6 @@ scripts/test-c-client.sh
 
 echo "== deployment files (Kubernetes/compose schemas, systemd, Dockerfile lint, a non-root cluster run)"
 scripts/test-deploy.sh
+
+echo "== multi-host (network namespaces)"
+scripts/test-multihost.sh

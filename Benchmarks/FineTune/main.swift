@@ -137,10 +137,12 @@ print(String(format: "peak RSS before training: %.0f MB", peakRSSMegabytes()))
 let warmUp = try measure { try trainer.step(pairs) }
 print(String(format: "warm-up step: %.2f s wall, %.2f CPU-s", warmUp.wall, warmUp.cpu))
 var steps: [Timing] = []
+var losses: [Double] = []
 for _ in 0..<options.steps {
     var report: StepReport?
     steps.append(try measure { report = try trainer.step(pairs) })
     if let report {
+        losses.append(Double(report.loss))
         print(String(format: "step %d: loss %.4f, gradient norm %.3f: %.2f s wall, %.2f CPU-s",
                      report.step, report.loss, report.gradientNorm, steps[steps.count - 1].wall, steps[steps.count - 1].cpu))
     }
@@ -175,3 +177,10 @@ let reference = (seconds: 6.46, megabytes: 7.7 * 1024)
 print(String(format: "vs transformers + PEFT (6.46 s, 7.7 GB per step): %.2fx the time (wall), %.2fx the memory",
              wall / reference.seconds, peak / reference.megabytes)
       + "; targets 3.0 s: \(wall <= 3 ? "met" : "missed"), 2 GB: \(peak <= 2048 ? "met" : "missed")")
+// One machine-readable line for Benchmarks/compare/compare.py.
+let result: [String: Any] = [
+    "system": "condense", "pairs": pairs.count, "tokens": tokens, "lengths": lengths, "rank": options.rank,
+    "step_seconds": steps.map(\.wall), "step_cpu_seconds": steps.map(\.cpu), "peak_rss_mb": peak,
+    "losses": losses,
+]
+print("RESULT " + (String(data: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), encoding: .utf8) ?? "{}"))

@@ -62,24 +62,39 @@ public final class CondenseClient: Sendable {
         }
     }
 
+    /// TLS to a server started with a certificate (`--tls-cert`/`--tls-key`).
+    public struct TLS: Sendable {
+        let settings: RPCClientTLS
+
+        /// `caFile`: PEM certificates to trust instead of the system's trust roots (a private CA, or the
+        /// server's self-signed certificate). `serverName`: the DNS name on the server's certificate, when it
+        /// is not the host dialled. Throws INVALID_ARGUMENT for an unreadable or invalid file or name.
+        public init(caFile: String? = nil, serverName: String? = nil) throws(CondenseClientError) {
+            do { settings = try RPCClientTLS(trustedCertificatesFile: caFile, serverName: serverName) } catch {
+                throw CondenseClientError(code: .invalidArgument, message: error.description)
+            }
+        }
+    }
+
     /// A client of the server at `host`:`port`; nothing is sent before the first call.
     /// `authToken` is the server's shared secret (sent as `authorization: Bearer <token>`).
+    /// `tls`: how to reach a TLS server; `nil` speaks plaintext.
     public init(
-        host: String, port: Int, authToken: String? = nil, timeout: Duration? = nil, watchRetry: RetryPolicy = RetryPolicy(),
-        logger: Logger = Logger(label: "condense.client")
+        host: String, port: Int, authToken: String? = nil, tls: TLS? = nil, timeout: Duration? = nil,
+        watchRetry: RetryPolicy = RetryPolicy(), logger: Logger = Logger(label: "condense.client")
     ) {
         self.host = host
         self.port = port
         self.timeout = timeout
         self.watchRetry = watchRetry
-        connection = Connection(host: host, port: port, authToken: authToken, logger: logger)
+        connection = Connection(host: host, port: port, authToken: authToken, tls: tls?.settings, logger: logger)
     }
 
     /// A client of `address`, written `HOST:PORT` (`[v6 address]:PORT` for IPv6).
     /// Throws INVALID_ARGUMENT for anything else.
     public convenience init(
-        address: String, authToken: String? = nil, timeout: Duration? = nil, watchRetry: RetryPolicy = RetryPolicy(),
-        logger: Logger = Logger(label: "condense.client")
+        address: String, authToken: String? = nil, tls: TLS? = nil, timeout: Duration? = nil,
+        watchRetry: RetryPolicy = RetryPolicy(), logger: Logger = Logger(label: "condense.client")
     ) throws(CondenseClientError) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
               (1...65535).contains(port) else {
@@ -88,7 +103,8 @@ public final class CondenseClient: Sendable {
         var host = String(address[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty else { throw CondenseClientError(code: .invalidArgument, message: "'\(address)' has no host") }
-        self.init(host: host, port: port, authToken: authToken, timeout: timeout, watchRetry: watchRetry, logger: logger)
+        self.init(
+            host: host, port: port, authToken: authToken, tls: tls, timeout: timeout, watchRetry: watchRetry, logger: logger)
     }
 
     /// Closes the connection; calls still running fail with UNAVAILABLE. A later call reconnects.

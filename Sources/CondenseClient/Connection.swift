@@ -8,6 +8,7 @@ actor Connection {
     private let host: String
     private let port: Int
     private let authToken: String?
+    private let tls: RPCClientTLS?
     private let logger: Logger
     private var current: RPCClient?
     private var connecting: Task<RPCClient, any Error>?
@@ -17,10 +18,11 @@ actor Connection {
     /// How long a ping may take before a connection that just failed a call counts as broken.
     static let probeTimeout = Duration.seconds(5)
 
-    init(host: String, port: Int, authToken: String?, logger: Logger) {
+    init(host: String, port: Int, authToken: String?, tls: RPCClientTLS?, logger: Logger) {
         self.host = host
         self.port = port
         self.authToken = authToken
+        self.tls = tls
         self.logger = logger
     }
 
@@ -29,10 +31,11 @@ actor Connection {
     func client() async throws -> RPCClient {
         if let current { return current }
         if let connecting { return try await connecting.value }
-        let (host, port, authToken, logger) = (host, port, authToken, logger)
+        let (host, port, authToken, tls, logger) = (host, port, authToken, tls, logger)
         let task = Task {
             try await RPCClient.connect(
-                host: host, port: port, authToken: authToken, keepAliveInterval: Self.keepAliveInterval, logger: logger)
+                host: host, port: port, authToken: authToken, keepAliveInterval: Self.keepAliveInterval, tls: tls,
+                logger: logger)
         }
         connecting = task
         do {

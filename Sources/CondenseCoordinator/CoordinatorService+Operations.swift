@@ -6,7 +6,8 @@ extension CoordinatorService {
     /// Ready to take work once an embedding worker is registered: before that every Embed call
     /// fails with UNAVAILABLE.
     public func readiness() async -> Readiness {
-        await scheduler.registeredWorkerCount > 0 ? .ready : .notReady("no embedding workers registered")
+        if gate.isClosed { return .notReady("shutting down") }
+        return await scheduler.registeredWorkerCount > 0 ? .ready : .notReady("no embedding workers registered")
     }
 
     /// Workers, queues, embedded texts and tokens, and (with a state directory) jobs by state, read now.

@@ -14,6 +14,7 @@ import Logging
 public struct CoordinatorService: RPCService {
     let scheduler: EmbeddingScheduler
     private let settings: CoordinatorSettings
+    let gate: ShutdownGate
     private let logger: Logger
     /// Fine-tuning jobs; nil without a state directory (training workers are then refused).
     public let fineTune: FineTuneCoordinator?
@@ -26,6 +27,47 @@ public struct CoordinatorService: RPCService {
         self.logger = logger
         self.fineTune = fineTune
         scheduler = EmbeddingScheduler(settings: settings, logger: logger)
+        gate = ShutdownGate(retryAfterMs: settings.retryAfterMs)
+    }
+
+    /// Graceful shutdown, before the RPC server stops: new calls and worker sessions get UNAVAILABLE;
+    /// training workers are drained at once (each finishes its step, uploads a checkpoint of it and
+    /// hands its job back); Embed and EmbedStream calls in progress run on until they end; then the
+    /// embedding workers are drained. Whatever is still running after `grace` is left to the server's
+    /// stop; jobs still held by a worker then are re-queued in the store, to resume on restart.
+    public func shutdown(grace: Duration) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + grace
+        func remainingMs() -> UInt32 {
+            let left = max(.zero, deadline - clock.now)
+            return UInt32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
+        }
+        /// Polls `done` until it holds or the grace period is over; false when time ran out.
+        func wait(until done: () async -> Bool) async -> Bool {
+            while clock.now < deadline {
+                if await done() { return true }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return await done()
+        }
+        gate.close()
+        logger.notice("shutting down", metadata: ["grace": "\(grace)"])
+        await fineTune?.beginShutdown(reason: "the coordinator is shutting down", deadlineMs: remainingMs())
+        let scheduler = self.scheduler
+        if await !wait(until: { await scheduler.openCallCount == 0 }) {
+            let calls = await scheduler.openCallCount
+            logger.warning("calls still running at the end of the grace period", metadata: ["calls": "\(calls)"])
+        }
+        await scheduler.drainWorkers(reason: "the coordinator is shutting down", deadlineMs: remainingMs())
+        let fineTune = self.fineTune
+        let drained = await wait(until: {
+            // Until a handed-back job is re-queued in the store, not just until its session is gone.
+            let training = await fineTune?.hasTrainingSessions ?? false
+            let embedding = await scheduler.sessionCount
+            return !training && embedding == 0
+        })
+        if !drained { logger.warning("workers still connected at the end of the grace period") }
+        await fineTune?.finishShutdown(reason: "the coordinator shut down")
     }
 
     /// Embedding workers registered now.
@@ -46,9 +88,12 @@ public struct CoordinatorService: RPCService {
         let scheduler = self.scheduler
         let settings = self.settings
         let fineTune = self.fineTune
+        let gate = self.gate
         fineTune?.register(in: &registry)
         registry.bidirectional(Methods.WorkerService.connect.path) {
             (requests: RPCMessageStream<WorkerMessage>, responses: RPCMessageWriter<CoordinatorMessage>, context) in
+            // A worker refused here backs off and dials again: the restarted coordinator takes it.
+            try gate.admit()
             // Messages for the worker go through `relay`; when a scheduler ends the session it finishes
             // the relay, the writer returns, and the reader (blocked on the worker) is cancelled.
             let (relay, relayInput) = AsyncStream<CoordinatorMessage>.makeStream()
@@ -84,12 +129,14 @@ public struct CoordinatorService: RPCService {
             guard request.service.isEmpty || request.service == Methods.EmbeddingService.serviceName else {
                 return HealthResponse(status: .unknown, detail: "unknown service \(request.service)")
             }
+            guard !gate.isClosed else { return HealthResponse(status: .notServing, detail: "shutting down") }
             let workers = await scheduler.registeredWorkerCount
             return workers == 0
                 ? HealthResponse(status: .notServing, detail: "no embedding workers")
                 : HealthResponse(status: .serving, detail: "\(workers) embedding worker\(workers == 1 ? "" : "s"): \(await scheduler.anyModel)")
         }
         registry.unary(Methods.EmbeddingService.embed.path) { (request: EmbedRequest, _) -> EmbedResponse in
+            try gate.admit()
             guard !request.texts.isEmpty else { throw RPCError(code: .invalidArgument, message: "Embed without texts") }
             guard request.texts.count <= settings.maxTextsPerRequest else {
                 throw RPCError(
@@ -126,6 +173,7 @@ public struct CoordinatorService: RPCService {
         }
         registry.bidirectional(Methods.EmbeddingService.embedStream.path) {
             (requests: RPCMessageStream<EmbedStreamRequest>, responses: RPCMessageWriter<EmbedStreamResponse>, _) in
+            try gate.admit()
             let (job, deliveries) = try await scheduler.openJob()
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in

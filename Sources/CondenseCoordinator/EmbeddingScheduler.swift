@@ -28,6 +28,8 @@ actor EmbeddingScheduler {
         var inFlight: [UInt64] = []
         var reportedLoad: Float = 0
         var lastSeen: ContinuousClock.Instant
+        /// Sent Drain: it answers what it holds and gets no more.
+        var draining = false
     }
 
     private struct Batch {
@@ -177,6 +179,21 @@ actor EmbeddingScheduler {
 
     var registeredWorkerCount: Int {
         workers.values.reduce(0) { $0 + ($1.registration == nil ? 0 : 1) }
+    }
+
+    /// Sessions open now, registered or not.
+    var sessionCount: Int { workers.count }
+
+    /// Calls (Embed, EmbedStream) open now.
+    var openCallCount: Int { jobs.count }
+
+    /// Sends Drain to every session: each answers the batches it holds, takes no more, and ends its
+    /// session (what it leaves unanswered is re-queued as usual).
+    func drainWorkers(reason: String, deadlineMs: UInt32) {
+        for session in workers.keys {
+            workers[session]?.draining = true
+            workers[session]?.outbound.yield(CoordinatorMessage(kind: .drain(Drain(reason: reason, deadlineMs: deadlineMs))))
+        }
     }
 
     // MARK: Results
@@ -390,7 +407,8 @@ actor EmbeddingScheduler {
     /// Fewest assignments in flight, then lowest reported load; nil when all are full.
     private func leastLoadedWorker() -> UInt64? {
         var best: (session: UInt64, inFlight: Int, load: Float)?
-        for (session, worker) in workers where worker.registration != nil && worker.inFlight.count < settings.assignmentsPerWorker {
+        for (session, worker) in workers
+        where worker.registration != nil && !worker.draining && worker.inFlight.count < settings.assignmentsPerWorker {
             let candidate = (session, worker.inFlight.count, worker.reportedLoad)
             if let current = best,
                (current.inFlight, current.load, current.session) <= (candidate.1, candidate.2, candidate.0) { continue }

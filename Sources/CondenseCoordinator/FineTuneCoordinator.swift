@@ -14,14 +14,18 @@ public struct FineTuneCoordinator: Sendable {
     let artifacts: ArtifactStore
     let scheduler: TrainingScheduler
     private let hub: JobEventHub
+    /// Checkpoints kept per job: older ones are deleted once the job's newest is recorded (0 = keep all).
+    private let keepCheckpoints: Int
+    private let gate = ShutdownGate(retryAfterMs: 1000)
     private let logger: Logger
 
-    public init(stateDirectory: String, heartbeatTimeout: Duration = .seconds(15),
+    public init(stateDirectory: String, heartbeatTimeout: Duration = .seconds(15), keepCheckpoints: Int = 2,
                 logger: Logger = Logger(label: "condense.coordinator.jobs")) throws(RPCError) {
         store = try JobStore(directory: stateDirectory)
         artifacts = try ArtifactStore(stateDirectory: stateDirectory)
         hub = JobEventHub()
         scheduler = TrainingScheduler(store: store, hub: hub, heartbeatTimeout: heartbeatTimeout, logger: logger)
+        self.keepCheckpoints = max(0, keepCheckpoints)
         self.logger = logger
     }
 
@@ -31,6 +35,25 @@ public struct FineTuneCoordinator: Sendable {
     }
 
     public var trainingWorkerCount: Int { get async { await scheduler.workerCount } }
+    /// Whether a training session is open, or one that ended is still re-queueing its job.
+    var hasTrainingSessions: Bool { get async { await scheduler.hasSessions } }
+
+    // MARK: Shutdown
+
+    /// First step of a shutdown: new calls get UNAVAILABLE, nothing more is assigned, watchers are
+    /// told to watch again later, and every training worker is drained (it hands its job back at the
+    /// step it reached). Checkpoint uploads of the workers winding down are still accepted.
+    func beginShutdown(reason: String, deadlineMs: UInt32) async {
+        gate.close()
+        await scheduler.beginShutdown(reason: reason, deadlineMs: deadlineMs)
+        await hub.closeAll()
+    }
+
+    /// Last step: jobs whose workers did not hand back in time are re-queued in the store (from their
+    /// newest checkpoint), so the store holds every unfinished job as QUEUED.
+    func finishShutdown(reason: String) async {
+        await scheduler.detachAll(reason: reason)
+    }
     public var queuedJobCount: Int { get async { await scheduler.queuedJobCount } }
 
     func evictSilentWorkers() async { await scheduler.evictSilentWorkers() }
@@ -44,27 +67,37 @@ public struct FineTuneCoordinator: Sendable {
 
     public func register(in registry: inout RPCMethodRegistry) {
         let coordinator = self
+        // Client calls are refused once the coordinator shuts down; the workers' transfers are not
+        // (a worker handing its job back uploads a checkpoint).
+        let gate = self.gate
         registry.clientStreaming(Methods.FineTuneService.createFineTuneJob.path) {
             (requests: RPCMessageStream<CreateFineTuneJobRequest>, _) -> FineTuneJob in
-            try await coordinator.createJob(requests)
+            try gate.admit()
+            return try await coordinator.createJob(requests)
         }
         registry.serverStreaming(Methods.FineTuneService.watchJob.path) {
             (request: WatchJobRequest, events: RPCMessageWriter<JobEvent>, _) in
+            try gate.admit()
             try await coordinator.watch(request, into: events)
         }
         registry.unary(Methods.FineTuneService.getJob.path) { (request: GetJobRequest, _) -> FineTuneJob in
-            try await coordinator.store.job(request.jobID)
+            try gate.admit()
+            return try await coordinator.store.job(request.jobID)
         }
         registry.unary(Methods.FineTuneService.listJobs.path) { (request: ListJobsRequest, _) -> ListJobsResponse in
-            ListJobsResponse(jobs: try await coordinator.store.jobs(states: request.states, limit: Int(request.limit)))
+            try gate.admit()
+            return ListJobsResponse(jobs: try await coordinator.store.jobs(states: request.states, limit: Int(request.limit)))
         }
         registry.unary(Methods.FineTuneService.cancelJob.path) { (request: CancelJobRequest, _) -> FineTuneJob in
-            try await coordinator.scheduler.cancel(request.jobID, reason: request.reason)
+            try gate.admit()
+            return try await coordinator.scheduler.cancel(request.jobID, reason: request.reason)
         }
         registry.unary(Methods.FineTuneService.listAdapters.path) { (_: ListAdaptersRequest, _) -> ListAdaptersResponse in
-            ListAdaptersResponse(adapters: try await coordinator.store.adapters())
+            try gate.admit()
+            return ListAdaptersResponse(adapters: try await coordinator.store.adapters())
         }
         registry.unary(Methods.FineTuneService.getAdapter.path) { (request: GetAdapterRequest, _) -> Adapter in
+            try gate.admit()
             guard let adapter = try await coordinator.store.adapter(request.adapterID) else {
                 throw RPCError(code: .notFound, message: "unknown adapter '\(request.adapterID)'")
             }
@@ -72,6 +105,7 @@ public struct FineTuneCoordinator: Sendable {
         }
         registry.serverStreaming(Methods.FineTuneService.downloadAdapter.path) {
             (request: DownloadAdapterRequest, chunks: RPCMessageWriter<FileChunk>, _) in
+            try gate.admit()
             guard try await coordinator.store.adapter(request.adapterID) != nil else {
                 throw RPCError(code: .notFound, message: "unknown adapter '\(request.adapterID)'")
             }
@@ -117,7 +151,9 @@ public struct FineTuneCoordinator: Sendable {
             while let message = try await messages.next() {
                 switch message.kind {
                 case .heartbeat: await scheduler.heartbeat(session)
-                case .trainEvent(let event): try await scheduler.event(from: session, event)
+                case .trainEvent(let event):
+                    try await scheduler.event(from: session, event)
+                    if case .checkpoint = event.kind { await pruneCheckpoints(of: event.jobID) }
                 case .registration: throw RPCError(code: .invalidArgument, message: "Register sent twice in one session")
                 case .embedResult: throw RPCError(code: .invalidArgument, message: "a training worker sent an embedding result")
                 case nil: throw RPCError(code: .invalidArgument, message: "WorkerMessage without a kind")
@@ -130,6 +166,18 @@ public struct FineTuneCoordinator: Sendable {
         }
         await Self.detach(session, scheduler, "session ended by the worker")
         await forwarding
+    }
+
+    /// Keeps the newest `keepCheckpoints` of the job's stored checkpoints, and always the one the store
+    /// resumes from. Runs once a checkpoint event is recorded: a newer checkpoint is complete by then.
+    private func pruneCheckpoints(of job: String) async {
+        guard keepCheckpoints > 0 else { return }
+        do {
+            let resume = try await store.resumePoint(job)
+            try artifacts.pruneCheckpoints(of: job, keeping: keepCheckpoints, protecting: resume?.checkpointID)
+        } catch {
+            logger.warning("cannot prune checkpoints", metadata: ["job": "\(job)", "error": "\(error)"])
+        }
     }
 
     /// Runs outside the session's task: a closed connection cancels that task, and the job must still
@@ -214,6 +262,14 @@ public struct FineTuneCoordinator: Sendable {
                     // Events may be published out of order; the log fills any gap.
                     let batch = event.sequence > last + 1 ? try await store.events(of: request.jobID, after: last) : [event]
                     if try await send(batch) { finished = true; break }
+                }
+            }
+            if !finished {
+                // The live stream ended before the job: the coordinator is shutting down.
+                finished = try await send(store.events(of: request.jobID, after: last))
+                if !finished {
+                    throw RPCError(
+                        code: .unavailable, message: "the server is shutting down; watch again after sequence \(last)", retryAfterMs: 1000)
                 }
             }
             await hub.unsubscribe(request.jobID, subscription)

@@ -24,31 +24,46 @@ public final class RPCClient: Sendable {
     /// Opens a connection. `authToken` is sent as `authorization: Bearer <token>` on every call.
     /// `keepAliveInterval`: send a PING this often so the server's idle timeout does not close a
     /// connection kept open between calls (`nil`: an idle connection may be closed; reconnect).
-    /// Throws `RPCError` UNAVAILABLE when the server cannot be reached.
+    /// `tls`: speak TLS, returning once the handshake completed (nil: plaintext).
+    /// Throws `RPCError` UNAVAILABLE when the server cannot be reached or the TLS handshake fails.
     public static func connect(
         host: String, port: Int, authToken: String? = nil,
         maxFrameSize: Int = FrameDecoder.defaultMaximumFrameLength, keepAliveInterval: Duration? = nil,
-        logger: Logger = Logger(label: "condense.rpc.client"),
+        tls: RPCClientTLS? = nil, logger: Logger = Logger(label: "condense.rpc.client"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RPCClient {
+        let channel: any Channel
+        let connection: NIOLoopBound<ClientConnectionHandler>
+        let handshake: EventLoopFuture<Void>?
         do {
-            // The handler is installed before the connection reads anything.
-            let (channel, connection) = try await ClientBootstrap(group: group)
+            // The handlers are installed before the connection reads anything.
+            (channel, connection, handshake) = try await ClientBootstrap(group: group)
                 // TCP level: at socket level the same number is SO_DEBUG, which non-root users may not set.
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let handshake = try tls?.addHandlers(to: channel, host: host, port: port)
                         let handler = ClientConnectionHandler(
                             maxFrameSize: maxFrameSize, keepAliveInterval: keepAliveInterval.map(TimeAmount.init),
                             logger: logger)
                         try channel.pipeline.syncOperations.addHandler(handler)
-                        return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                        return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop), handshake)
                     }
                 }
-            return RPCClient(channel: channel, connection: connection, authToken: authToken, maxFrameSize: maxFrameSize)
         } catch {
             throw RPCError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)")
         }
+        if let handshake {
+            do {
+                try await handshake.get()
+            } catch {
+                try? await channel.close()
+                // The observer's failures are UNAVAILABLE errors that name TLS and the server.
+                throw error as? RPCError
+                    ?? RPCError(code: .unavailable, message: "TLS connection to \(host):\(port) failed: \(error)")
+            }
+        }
+        return RPCClient(channel: channel, connection: connection, authToken: authToken, maxFrameSize: maxFrameSize)
     }
 
     /// Closes the connection; calls still running fail with UNAVAILABLE.

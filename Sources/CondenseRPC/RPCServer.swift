@@ -35,11 +35,14 @@ public actor RPCServer {
         public var shutdownGracePeriod: Duration
         /// Calls one connection may have open at once; more are refused with RESOURCE_EXHAUSTED.
         public var maxConcurrentStreams: Int
+        /// When set, connections must speak TLS; plaintext clients are refused with UNAVAILABLE.
+        /// A client stalling in the handshake is closed by `idleTimeout`.
+        public var tls: RPCServerTLS?
 
         public init(
             host: String = "127.0.0.1", port: Int = 0, maxFrameSize: Int = FrameDecoder.defaultMaximumFrameLength,
             authToken: String? = nil, idleTimeout: Duration = .seconds(60),
-            shutdownGracePeriod: Duration = .seconds(30), maxConcurrentStreams: Int = 1024
+            shutdownGracePeriod: Duration = .seconds(30), maxConcurrentStreams: Int = 1024, tls: RPCServerTLS? = nil
         ) {
             self.host = host
             self.port = port
@@ -48,6 +51,7 @@ public actor RPCServer {
             self.idleTimeout = idleTimeout
             self.shutdownGracePeriod = shutdownGracePeriod
             self.maxConcurrentStreams = maxConcurrentStreams
+            self.tls = tls
         }
     }
 
@@ -93,6 +97,7 @@ public actor RPCServer {
         let methods = registry.methods
         let metrics = self.metrics
         let logger = self.logger
+        let tls = configuration.tls
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -106,6 +111,7 @@ public actor RPCServer {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls.makeConnectionGate(logger: logger)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(
                             settings: settings, methods: methods, calls: metrics?.table(on: channel.eventLoop),
@@ -119,7 +125,7 @@ public actor RPCServer {
         let port = channel.localAddress?.port ?? configuration.port
         logger.info(
             "RPC server listening",
-            metadata: ["host": "\(configuration.host)", "port": "\(port)", "methods": "\(registry.registeredMethods)"])
+            metadata: ["host": "\(configuration.host)", "port": "\(port)", "tls": "\(tls != nil)", "methods": "\(registry.registeredMethods)"])
         return port
     }
 

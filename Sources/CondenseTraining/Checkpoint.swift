@@ -40,13 +40,33 @@ enum Checkpoint {
 
     /// The complete checkpoint of the highest step in `directory`, if any.
     static func newest(in directory: String) -> String? {
+        complete(in: directory).last?.path
+    }
+
+    /// The complete checkpoints in `directory`, oldest step first.
+    static func complete(in directory: String) -> [(step: Int, path: String)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { name -> (Int, String)? in
+        return names.compactMap { name -> (step: Int, path: String)? in
             let path = (directory as NSString).appendingPathComponent(name)
             guard let step = step(of: path), FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(stateFile))
             else { return nil }
             return (step, path)
-        }.max { $0.0 < $1.0 }?.1
+        }.sorted { $0.step < $1.step }
+    }
+
+    /// Deletes all but the newest `count` complete checkpoints in `directory` (each is hundreds of MB
+    /// at rank 64 on the default model). Call only after the newest one is complete.
+    static func prune(_ directory: String, keeping count: Int) throws(FineTuneError) {
+        for old in complete(in: directory).dropLast(count) {
+            // Renamed aside first, so a crash mid-delete leaves a leftover `prepare` removes, not a torn checkpoint.
+            let doomed = (directory as NSString).appendingPathComponent("." + (old.path as NSString).lastPathComponent + partialSuffix)
+            do {
+                try rename(old.path, to: doomed)
+                try FileManager.default.removeItem(atPath: doomed)
+            } catch {
+                throw .checkpoint(path: old.path, reason: "cannot delete an old checkpoint: \(error)")
+            }
+        }
     }
 
     /// Creates `directory` and removes directories a crashed run left half-written.

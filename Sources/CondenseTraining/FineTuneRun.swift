@@ -58,6 +58,9 @@ public struct FineTuneOptions: Sendable {
     public var augmentation: NoiseAugmentation
     /// Save a checkpoint every this many steps (0 = only at the end).
     public var checkpointEvery: Int
+    /// Checkpoints kept in the output directory: after each one is written, all but the newest
+    /// `keepCheckpoints` are deleted (0 = keep all).
+    public var keepCheckpoints: Int
     public var outputDirectory: String
     /// Continue from the newest complete checkpoint in `outputDirectory`.
     public var resume: Bool
@@ -74,7 +77,8 @@ public struct FineTuneOptions: Sendable {
         training: TrainingConfiguration = TrainingConfiguration(microBatchTokens: FineTuneOptions.defaultMicroBatchTokens),
         embedding: EmbeddingOptions = EmbeddingOptions(maxTokens: FineTuneOptions.defaultMaxTokens),
         batchSize: Int = FineTuneOptions.defaultBatchSize, steps: Int? = nil, epochs: Int? = nil,
-        augmentation: NoiseAugmentation = .off, checkpointEvery: Int = 0, outputDirectory: String, resume: Bool = false
+        augmentation: NoiseAugmentation = .off, checkpointEvery: Int = 0, keepCheckpoints: Int = 0, outputDirectory: String,
+        resume: Bool = false
     ) {
         self.training = training
         self.embedding = embedding
@@ -83,6 +87,7 @@ public struct FineTuneOptions: Sendable {
         self.epochs = epochs
         self.augmentation = augmentation
         self.checkpointEvery = checkpointEvery
+        self.keepCheckpoints = keepCheckpoints
         self.outputDirectory = outputDirectory
         self.resume = resume
     }
@@ -138,6 +143,7 @@ public final class FineTuneRun {
         if let epochs = options.epochs, epochs < 1 { throw .invalidSetting("epochs \(epochs) must be positive") }
         guard options.steps == nil || options.epochs == nil else { throw .invalidSetting("give steps or epochs, not both") }
         guard options.checkpointEvery >= 0 else { throw .invalidSetting("checkpoint interval \(options.checkpointEvery) must be ≥ 0") }
+        guard options.keepCheckpoints >= 0 else { throw .invalidSetting("checkpoints to keep \(options.keepCheckpoints) must be ≥ 0") }
         if let (name, value) = options.augmentation.invalidProbabilities.first {
             throw .invalidSetting("\(name) probability \(value) must be in [0, 1]")
         }
@@ -239,6 +245,15 @@ public final class FineTuneRun {
         }
     }
 
+    /// Writes the checkpoint of the steps completed so far (as a periodic one would be) unless the
+    /// newest checkpoint already holds them, and returns its path; nil before the first step. What a
+    /// run that must stop early (a worker shutting down) saves, so a resumed run loses nothing.
+    public func checkpoint() throws(FineTuneError) -> String? {
+        guard completedSteps > 0 else { return nil }
+        if let newest = Checkpoint.newest(in: options.outputDirectory), Checkpoint.step(of: newest) == completedSteps { return newest }
+        return try saveCheckpoint()
+    }
+
     /// What inference needs to embed texts as they were trained.
     public var recipe: EmbeddingRecipe { EmbeddingRecipe(options: options.embedding) }
 
@@ -289,8 +304,11 @@ public final class FineTuneRun {
 
     private func saveCheckpoint() throws(FineTuneError) -> String {
         let state = TrainerState(completedSteps: completedSteps, position: position, hyperparameters: hyperparameters)
-        return try Checkpoint.write(state: state, adapter: trainer.adapter, optimizer: trainer.optimizer, recipe: recipe,
-                                    baseModel: baseModel, into: options.outputDirectory)
+        let path = try Checkpoint.write(state: state, adapter: trainer.adapter, optimizer: trainer.optimizer, recipe: recipe,
+                                        baseModel: baseModel, into: options.outputDirectory)
+        // Only now that the new one is complete may older ones go.
+        if options.keepCheckpoints > 0 { try Checkpoint.prune(options.outputDirectory, keeping: options.keepCheckpoints) }
+        return path
     }
 
     private static func seconds(_ duration: Duration) -> Double {

@@ -618,9 +618,13 @@ extension JobEvent: CBackedMessage {
 public struct JobQueued: WireMessage, Hashable {
     /// Jobs ahead of this one.
     public var queuePosition: UInt32
+    /// Why a job that ran is queued again (its worker stopped, was lost, or the coordinator shut
+    /// down), and the step it resumes after; empty when first queued.
+    public var reason: String
 
-    public init(queuePosition: UInt32 = 0) {
+    public init(queuePosition: UInt32 = 0, reason: String = "") {
         self.queuePosition = queuePosition
+        self.reason = reason
     }
 
     public init(serializedBytes: some Collection<UInt8>) throws(WireError) {
@@ -640,11 +644,14 @@ extension JobQueued: CBackedMessage {
     }
 
     init(c: Condense__V1__JobQueued) throws(WireError) {
+        let r = FieldReader(message: Self.protoName)
         queuePosition = c.queue_position
+        reason = try r.string(c.reason, "reason")
     }
 
     func fill(_ c: inout Condense__V1__JobQueued, arena: CArena) {
         c.queue_position = queuePosition
+        c.reason = arena.string(reason)
     }
 }
 

@@ -11,6 +11,8 @@ public struct CoordinatorConnection: Sendable {
     public var workerID: String
     /// Sent as `authorization: Bearer <token>` when set.
     public var authToken: String?
+    /// TLS to a coordinator serving it; nil = plaintext.
+    public var tls: RPCClientTLS?
     /// How often a heartbeat goes out; keep it well under the coordinator's heartbeat timeout.
     public var heartbeatInterval: Duration
     /// First wait before reconnecting after a lost session; doubles per failed attempt up to `maxReconnectDelay`.
@@ -20,7 +22,8 @@ public struct CoordinatorConnection: Sendable {
     public var threads: Int
 
     public init(
-        host: String, port: Int, workerID: String, authToken: String? = nil, heartbeatInterval: Duration = .seconds(2),
+        host: String, port: Int, workerID: String, authToken: String? = nil, tls: RPCClientTLS? = nil,
+        heartbeatInterval: Duration = .seconds(2),
         reconnectDelay: Duration = .milliseconds(250), maxReconnectDelay: Duration = .seconds(10),
         threads: Int = ProcessInfo.processInfo.activeProcessorCount
     ) {
@@ -28,6 +31,7 @@ public struct CoordinatorConnection: Sendable {
         self.port = port
         self.workerID = workerID
         self.authToken = authToken
+        self.tls = tls
         self.heartbeatInterval = heartbeatInterval
         self.reconnectDelay = reconnectDelay
         self.maxReconnectDelay = maxReconnectDelay
@@ -49,8 +53,9 @@ public enum WorkerError: Error, CustomStringConvertible, Sendable {
 
 /// How one Connect session of a worker ended.
 enum SessionOutcome {
-    /// The coordinator drained the worker: stop for good.
-    case drained
+    /// This worker is shutting down (its own signal): stop for good. A Drain from the coordinator is a
+    /// lost session instead, so a drained worker rejoins a restarted coordinator.
+    case stopped
     /// The coordinator refused the worker: stop and report.
     case rejected(RPCError)
     /// Connection or session lost: dial again.
@@ -59,7 +64,7 @@ enum SessionOutcome {
 
 /// The dial / session / back-off loop every worker kind shares: connects to the coordinator, runs one
 /// session, and after a lost session dials again, waiting `reconnectDelay`, doubled per failed attempt
-/// up to `maxReconnectDelay`. Returns when the task is cancelled or the worker is drained.
+/// up to `maxReconnectDelay`. Returns when the task is cancelled or the worker stops.
 func runCoordinatorSessions(
     _ connection: CoordinatorConnection, logger: Logger, session: (RPCClient) async -> SessionOutcome
 ) async throws(WorkerError) {
@@ -69,7 +74,8 @@ func runCoordinatorSessions(
         let outcome: SessionOutcome
         do {
             let client = try await RPCClient.connect(
-                host: connection.host, port: connection.port, authToken: connection.authToken, logger: logger)
+                host: connection.host, port: connection.port, authToken: connection.authToken, tls: connection.tls,
+                logger: logger)
             delay = reconnectDelay
             outcome = await session(client)
             await client.close()
@@ -77,8 +83,8 @@ func runCoordinatorSessions(
             outcome = .lost("\(error)")
         }
         switch outcome {
-        case .drained:
-            logger.notice("drained by the coordinator")
+        case .stopped:
+            logger.notice("worker stopped")
             return
         case .rejected(let error):
             throw .rejected(error)

@@ -22,6 +22,11 @@ public struct EmbeddingWorkerConfiguration: Sendable {
 /// server (`EmbeddingServiceProvider.embed`), so a batch yields the same bytes on any worker.
 /// Reconnects with exponential backoff when the session is lost.
 ///
+/// A shutdown (`WorkerShutdown`) or the coordinator's Drain stops the intake: batches already
+/// received are embedded and their results sent, later ones are left to the coordinator (it re-queues
+/// what a session leaves unanswered), then the session ends. After a shutdown the worker stops; after
+/// a Drain it dials again.
+///
 /// Batches that name an adapter run on the base model with that adapter merged (see `AdapterServing`),
 /// with the adapter's recipe filling in the options the request leaves unset.
 public struct EmbeddingWorker: Sendable {
@@ -47,12 +52,20 @@ public struct EmbeddingWorker: Sendable {
         self.logger = logger
     }
 
-    /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
-    public func run() async throws(WorkerError) {
-        try await runCoordinatorSessions(configuration.connection, logger: logger, session: runSession)
+    /// Serves until the task is cancelled (batches in hand are re-run elsewhere), `shutdown` begins
+    /// (batches in hand are delivered first), or the coordinator rejects the worker.
+    public func run(until shutdown: WorkerShutdown? = nil) async throws(WorkerError) {
+        let worker = self
+        try await runSessions(until: shutdown) { (presence: SessionPresence) async throws(WorkerError) -> Void in
+            try await runCoordinatorSessions(worker.configuration.connection, logger: worker.logger) { client in
+                guard presence.enter() else { return .stopped }
+                defer { presence.leave() }
+                return await worker.runSession(client, shutdown: shutdown)
+            }
+        }
     }
 
-    private func runSession(_ client: RPCClient) async -> SessionOutcome {
+    private func runSession(_ client: RPCClient, shutdown: WorkerShutdown?) async -> SessionOutcome {
         let (outbound, outboundContinuation) = AsyncStream<WorkerMessage>.makeStream()
         let (assignments, assignmentContinuation) = AsyncStream<Assignment>.makeStream()
         let state = SessionState()
@@ -62,17 +75,29 @@ public struct EmbeddingWorker: Sendable {
             memoryBytes: ProcessInfo.processInfo.physicalMemory)
         let heartbeatInterval = configuration.connection.heartbeatInterval
         let activity = self.activity
+        let logger = self.logger
         defer { activity?.sessionClosed() }
+        // Takes no more assignments; the runner ends the session once those received are answered.
+        @Sendable func stopIntake(_ reason: String) async {
+            logger.notice("finishing the batches in hand and ending the session", metadata: ["reason": "\(reason)"])
+            await state.stopIntake()
+            assignmentContinuation.finish()
+        }
         do {
-            let drained = try await client.bidirectional(
+            let drainReason = try await client.bidirectional(
                 Methods.WorkerService.connect.path, requestType: WorkerMessage.self, responseType: CoordinatorMessage.self,
                 sendRequests: { writer in
                     try await writer.write(WorkerMessage(kind: .registration(registration)))
                     activity?.sessionOpened()
                     for await message in outbound { try await writer.write(message) }
                 },
-                handleResponses: { responses in
+                handleResponses: { responses -> String? in
                     try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            guard let shutdown else { return }
+                            await shutdown.wait()
+                            if !Task.isCancelled { await stopIntake("worker shutting down") }
+                        }
                         group.addTask {
                             while true {
                                 try await Task.sleep(for: heartbeatInterval)
@@ -89,43 +114,45 @@ public struct EmbeddingWorker: Sendable {
                                 }
                                 await state.finished(assignment.assignmentID)
                             }
-                            // Drained: every assignment answered; ending the input ends the session.
+                            // Intake stopped: every assignment received is answered; ending the input ends the session.
                             outboundContinuation.finish()
                         }
-                        var drained = false
+                        var drainReason: String?
                         for try await message in responses {
                             switch message.kind {
                             case .assignment(let assignment):
-                                await state.received(assignment.assignmentID)
-                                assignmentContinuation.yield(assignment)
+                                // Left unanswered once the intake stopped: the coordinator re-queues it.
+                                if await state.received(assignment.assignmentID) { assignmentContinuation.yield(assignment) }
                             case .cancel(let cancel):
                                 await state.cancel(cancel.assignmentID)
                             case .drain(let drain):
-                                logger.notice("draining", metadata: ["reason": "\(drain.reason)"])
-                                drained = true
-                                assignmentContinuation.finish()
+                                let reason = "drained by the coordinator" + (drain.reason.isEmpty ? "" : ": \(drain.reason)")
+                                drainReason = reason
+                                await stopIntake(reason)
                             case nil:
                                 break
                             }
                         }
                         group.cancelAll()
-                        return drained
+                        return drainReason
                     }
                 })
             outboundContinuation.finish()
             assignmentContinuation.finish()
-            return drained ? .drained : .lost("the coordinator ended the session")
+            if shutdown?.isRequested == true { return .stopped }
+            // Drained: the coordinator is going away; dial again later.
+            return .lost(drainReason ?? "the coordinator ended the session")
         } catch let error as RPCError {
             outboundContinuation.finish()
             assignmentContinuation.finish()
             switch error.code {
             case .invalidArgument, .unimplemented, .unauthenticated, .permissionDenied: return .rejected(error)
-            default: return .lost("\(error)")
+            default: return shutdown?.isRequested == true ? .stopped : .lost("\(error)")
             }
         } catch {
             outboundContinuation.finish()
             assignmentContinuation.finish()
-            return .lost("\(error)")
+            return shutdown?.isRequested == true ? .stopped : .lost("\(error)")
         }
     }
 
@@ -218,6 +245,7 @@ public struct EmbeddingWorker: Sendable {
 private actor SessionState {
     private var pending: Set<String> = []
     private var cancelled: Set<String> = []
+    private var intakeOpen = true
     private var busy: Duration = .zero
     private var since = ContinuousClock.now
 
@@ -233,7 +261,14 @@ private actor SessionState {
 
     func addBusy(_ duration: Duration) { busy += duration }
 
-    func received(_ id: String) { pending.insert(id) }
+    /// Records an assignment; false once the intake stopped (it is not run).
+    func received(_ id: String) -> Bool {
+        guard intakeOpen else { return false }
+        pending.insert(id)
+        return true
+    }
+
+    func stopIntake() { intakeOpen = false }
 
     func cancel(_ id: String) {
         if pending.contains(id) { cancelled.insert(id) }

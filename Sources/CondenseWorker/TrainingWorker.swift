@@ -28,6 +28,10 @@ public struct TrainingWorkerConfiguration: Sendable {
 /// adapter is uploaded before `finished`. A job that comes with `resume_checkpoint_id` first fetches
 /// that checkpoint and continues after it, bit for bit as if never interrupted. Losing the session stops
 /// the job (the coordinator re-queues it); the worker reconnects with exponential backoff.
+///
+/// A shutdown (`WorkerShutdown`) or the coordinator's Drain hands the running job back: the current
+/// step finishes, its checkpoint is uploaded, and the session ends, so the coordinator queues the job
+/// to resume from that very step. After a shutdown the worker stops; after a Drain it dials again.
 public struct TrainingWorker: Sendable {
     private let configuration: TrainingWorkerConfiguration
     private let model: LoadedModel
@@ -45,12 +49,20 @@ public struct TrainingWorker: Sendable {
         self.logger = logger
     }
 
-    /// Serves until the task is cancelled, the coordinator drains this worker, or it rejects it.
-    public func run() async throws(WorkerError) {
-        try await runCoordinatorSessions(configuration.connection, logger: logger, session: runSession)
+    /// Serves until the task is cancelled (the running job stops where it is), `shutdown` begins (the
+    /// running job is handed back first), or the coordinator rejects the worker.
+    public func run(until shutdown: WorkerShutdown? = nil) async throws(WorkerError) {
+        let worker = self
+        try await runSessions(until: shutdown) { (presence: SessionPresence) async throws(WorkerError) -> Void in
+            try await runCoordinatorSessions(worker.configuration.connection, logger: worker.logger) { client in
+                guard presence.enter() else { return .stopped }
+                defer { presence.leave() }
+                return await worker.runSession(client, shutdown: shutdown)
+            }
+        }
     }
 
-    private func runSession(_ client: RPCClient) async -> SessionOutcome {
+    private func runSession(_ client: RPCClient, shutdown: WorkerShutdown?) async -> SessionOutcome {
         let (outbound, send) = AsyncStream<WorkerMessage>.makeStream()
         let registration = Register(
             workerID: configuration.connection.workerID, kind: .train, models: [modelID],
@@ -58,19 +70,28 @@ public struct TrainingWorker: Sendable {
         let heartbeatInterval = configuration.connection.heartbeatInterval
         let jobs = JobTasks()
         let activity = self.activity
+        let logger = self.logger
         defer {
             send.finish()
             activity?.sessionClosed()
         }
+        // Hands the running job back (checkpoint of the step it reached, uploaded), then ends the
+        // session: the coordinator re-queues the job when the session ends.
+        @Sendable func windDown(_ reason: String) async {
+            logger.notice("handing back work and ending the session", metadata: ["reason": "\(reason)"])
+            await jobs.handBackAll()
+            send.finish()
+        }
+        let outcome: SessionOutcome
         do {
-            let drained = try await client.bidirectional(
+            let drainReason = try await client.bidirectional(
                 Methods.WorkerService.connect.path, requestType: WorkerMessage.self, responseType: CoordinatorMessage.self,
                 sendRequests: { writer in
                     try await writer.write(WorkerMessage(kind: .registration(registration)))
                     activity?.sessionOpened()
                     for await message in outbound { try await writer.write(message) }
                 },
-                handleResponses: { responses in
+                handleResponses: { responses -> String? in
                     let heartbeats = Task {
                         while !Task.isCancelled {
                             do { try await Task.sleep(for: heartbeatInterval) } catch { return }
@@ -78,7 +99,16 @@ public struct TrainingWorker: Sendable {
                                                                                  queueDepth: await jobs.count))))
                         }
                     }
-                    defer { heartbeats.cancel() }
+                    let shutdownWatch = Task {
+                        guard let shutdown else { return }
+                        await shutdown.wait()
+                        if !Task.isCancelled { await windDown("worker shutting down") }
+                    }
+                    defer {
+                        heartbeats.cancel()
+                        shutdownWatch.cancel()
+                    }
+                    var drainReason: String?
                     for try await message in responses {
                         switch message.kind {
                         case .assignment(let assignment):
@@ -86,43 +116,59 @@ public struct TrainingWorker: Sendable {
                                 logger.error("assignment without training work", metadata: ["assignment": "\(assignment.assignmentID)"])
                                 continue
                             }
-                            let stop = StopFlag()
-                            let task = Task { await train(job, client: client, send: send, stop: stop) }
-                            await jobs.add(assignment.assignmentID, task: task, stop: stop)
+                            let control = JobControl()
+                            let task = Task { await train(job, client: client, send: send, control: control) }
+                            await jobs.add(assignment.assignmentID, task: task, control: control)
                         case .cancel(let cancel):
                             logger.notice("job cancelled by the coordinator", metadata: ["assignment": "\(cancel.assignmentID)"])
                             await jobs.stop(cancel.assignmentID)
                         case .drain(let drain):
-                            logger.notice("draining", metadata: ["reason": "\(drain.reason)"])
-                            await jobs.waitForAll()
-                            return true
+                            // Read on while the job winds down: the session ends when the coordinator closes it.
+                            let reason = "drained by the coordinator" + (drain.reason.isEmpty ? "" : ": \(drain.reason)")
+                            drainReason = reason
+                            Task { await windDown(reason) }
                         case nil:
                             break
                         }
                     }
-                    return false
+                    return drainReason
                 })
-            // Without the session the coordinator has re-queued the job: stop training it here.
-            await jobs.stopAll()
-            return drained ? .drained : .lost("the coordinator ended the session")
+            if shutdown?.isRequested == true {
+                outcome = .stopped
+            } else {
+                // Drained: the coordinator is going away (or wants the job elsewhere); dial again later.
+                outcome = .lost(drainReason ?? "the coordinator ended the session")
+            }
         } catch let error as RPCError {
-            await jobs.stopAll()
             switch error.code {
-            case .invalidArgument, .unimplemented, .unauthenticated, .permissionDenied, .failedPrecondition: return .rejected(error)
-            default: return .lost("\(error)")
+            case .invalidArgument, .unimplemented, .unauthenticated, .permissionDenied, .failedPrecondition: outcome = .rejected(error)
+            default: outcome = shutdown?.isRequested == true ? .stopped : .lost("\(error)")
             }
         } catch {
-            await jobs.stopAll()
-            return .lost("\(error)")
+            outcome = shutdown?.isRequested == true ? .stopped : .lost("\(error)")
         }
+        // Without the session the coordinator has re-queued the job: stop training it here.
+        await jobs.stopAll()
+        return outcome
     }
 
     // MARK: One job
 
+    /// How the training thread left a job.
+    private enum TrainingOutcome: Sendable {
+        case finished(loss: Double)
+        /// Stopped between steps (cancelled, or the session was lost).
+        case stopped
+        /// Stopped between steps to hand the job back: the checkpoint of the steps done (nil before the first).
+        case handedBack(checkpoint: String?, step: Int)
+    }
+
     private func train(
-        _ job: TrainJob, client: RPCClient, send: AsyncStream<WorkerMessage>.Continuation, stop: StopFlag
+        _ job: TrainJob, client: RPCClient, send: AsyncStream<WorkerMessage>.Continuation, control: JobControl
     ) async {
         func event(_ kind: JobEvent.Kind) { send.yield(WorkerMessage(kind: .trainEvent(JobEvent(jobID: job.jobID, kind: kind)))) }
+        // Handed back before it began (the worker is winding down): the coordinator re-queues it as it was.
+        guard control.request == .train else { return }
         let directory = (configuration.workDirectory as NSString).appendingPathComponent(job.jobID)
         let log = logger
         do {
@@ -137,30 +183,39 @@ public struct TrainingWorker: Sendable {
                 ? try PairsFile.read(path: spec.pairsPath)
                 : PairsFile(pairs: job.pairs.map { TextPair(text: $0.text, positive: $0.positive) }, skippedEmptyRows: 0)
             let pairs = file.pairs, skipped = file.skippedEmptyRows
-            let options = try TrainingJobOptions.options(
+            var jobOptions = try TrainingJobOptions.options(
                 spec.hyperparameters ?? Hyperparameters(), outputDirectory: directory,
                 microBatchTokens: configuration.microBatchTokens, resume: resuming)
+            // Every checkpoint is uploaded before the next one: the local copy only serves the next upload.
+            jobOptions.keepCheckpoints = 1
+            let options = jobOptions
             event(.started(JobStarted(workerID: configuration.connection.workerID, resumedFromStep: resuming ? job.resumeStep : 0)))
             log.info("training", metadata: ["job": "\(job.jobID)", "pairs": "\(pairs.count)", "resume_step": "\(job.resumeStep)"])
 
             let (progress, report) = AsyncStream<FineTuneProgress>.makeStream()
             let model = self.model, baseModel = modelID
-            async let outcome: Result<Double?, FineTuneError> = Self.onTrainingThread {
+            async let outcome: Result<TrainingOutcome, FineTuneError> = Self.onTrainingThread {
                 defer { report.finish() }
-                return Result { () throws(FineTuneError) -> Double? in
+                return Result { () throws(FineTuneError) -> TrainingOutcome in
                     let run = try FineTuneRun(model: model, baseModel: baseModel, pairs: pairs, skippedPairs: skipped, options: options)
                     var lastLoss: Double?
-                    // One step at a time, so a cancel takes effect between steps.
+                    // One step at a time, so a cancel or a hand-back takes effect between steps.
                     while run.completedSteps < run.totalSteps {
-                        if stop.isSet { return nil }
+                        switch control.request {
+                        case .stop: return .stopped
+                        case .handBack: return .handedBack(checkpoint: try run.checkpoint(), step: run.completedSteps)
+                        case .train: break
+                        }
                         try run.run(until: run.completedSteps + 1) { step in
                             lastLoss = step.loss
                             report.yield(step)
                         }
                     }
-                    return lastLoss ?? 0
+                    return .finished(loss: lastLoss ?? 0)
                 }
             }
+            // The newest step the coordinator holds a checkpoint of.
+            var storedStep = resuming ? Int(job.resumeStep) : 0
             for await step in progress {
                 activity?.stepDone()
                 event(.step(StepMetrics(
@@ -168,16 +223,27 @@ public struct TrainingWorker: Sendable {
                     learningRate: step.learningRate, pairsPerSecond: Float(step.pairsPerSecond),
                     etaSeconds: Float(step.secondsRemaining))))
                 // The last step's checkpoint is the final adapter, uploaded below.
-                if let checkpoint = step.checkpoint, step.step < step.totalSteps, !stop.isSet {
+                if let checkpoint = step.checkpoint, step.step < step.totalSteps, control.request != .stop {
                     let stored = try await upload(checkpoint, job: job.jobID, step: UInt32(step.step), final: false, client: client)
                     event(.checkpoint(CheckpointSaved(step: UInt32(step.step), checkpointID: stored.checkpointID)))
+                    storedStep = step.step
                 }
             }
             switch await outcome {
-            case .success(nil):
+            case .success(.stopped):
                 activity?.jobEnded(.stopped)
                 log.notice("job stopped", metadata: ["job": "\(job.jobID)"])
-            case .success(let loss?):
+            case .success(.handedBack(let checkpoint, let step)):
+                if let checkpoint, step > storedStep {
+                    let stored = try await upload(checkpoint, job: job.jobID, step: UInt32(step), final: false, client: client)
+                    event(.checkpoint(CheckpointSaved(step: UInt32(step), checkpointID: stored.checkpointID)))
+                    storedStep = step
+                }
+                activity?.jobEnded(.handedBack)
+                log.notice("job handed back", metadata: ["job": "\(job.jobID)", "resume_step": "\(storedStep)"])
+                // The coordinator holds what the next worker needs.
+                try? FileManager.default.removeItem(atPath: directory)
+            case .success(.finished(let loss)):
                 let stored = try await upload(directory, job: job.jobID, step: 0, final: true, client: client)
                 event(.finished(JobFinished(adapterID: stored.checkpointID, finalLoss: Float(loss))))
                 activity?.jobEnded(.succeeded)
@@ -188,8 +254,11 @@ public struct TrainingWorker: Sendable {
                 activity?.jobEnded(.failed)
             }
         } catch {
-            guard !stop.isSet else {
+            // Stopping or handing back: an upload cut short is not the job's failure (the coordinator
+            // resumes it from the checkpoint it holds).
+            guard control.request == .train else {
                 activity?.jobEnded(.stopped)
+                log.notice("job stopped", metadata: ["job": "\(job.jobID)", "error": "\(error)"])
                 return
             }
             activity?.jobEnded(.failed)
@@ -232,37 +301,61 @@ public struct TrainingWorker: Sendable {
     }
 }
 
-/// Set once to stop a job between steps; read from the training thread.
-final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var set = false
+/// What the session asks of a running job, read by the training thread between steps.
+final class JobControl: @unchecked Sendable {
+    enum Request: Sendable {
+        /// Keep training.
+        case train
+        /// Checkpoint the steps done and end, for another worker to resume.
+        case handBack
+        /// End without a checkpoint (cancelled, or the session is gone).
+        case stop
+    }
 
-    var isSet: Bool { lock.withLock { set } }
-    func raise() { lock.withLock { set = true } }
+    private let lock = NSLock()
+    private var current = Request.train
+
+    var request: Request { lock.withLock { current } }
+
+    /// Stopping overrides a hand-back; nothing undoes a stop.
+    func raise(_ request: Request) {
+        lock.withLock {
+            if current != .stop { current = request }
+        }
+    }
 }
 
 /// The jobs of one session.
 private actor JobTasks {
-    private var jobs: [String: (task: Task<Void, Never>, stop: StopFlag)] = [:]
+    private var jobs: [String: (task: Task<Void, Never>, control: JobControl)] = [:]
+    /// False once the session winds down: a job assigned after that is handed back untouched.
+    private var accepting = true
 
     var count: UInt32 { UInt32(jobs.count) }
     var isBusy: Bool { !jobs.isEmpty }
 
-    func add(_ assignment: String, task: Task<Void, Never>, stop: StopFlag) {
-        jobs[assignment] = (task, stop)
+    func add(_ assignment: String, task: Task<Void, Never>, control: JobControl) {
+        if !accepting { control.raise(.handBack) }
+        jobs[assignment] = (task, control)
         Task { await task.value; self.remove(assignment) }
     }
 
     private func remove(_ assignment: String) { jobs[assignment] = nil }
 
-    func stop(_ assignment: String) { jobs[assignment]?.stop.raise() }
+    func stop(_ assignment: String) { jobs[assignment]?.control.raise(.stop) }
 
     func stopAll() async {
-        for job in jobs.values { job.stop.raise() }
+        for job in jobs.values { job.control.raise(.stop) }
         for job in jobs.values { await job.task.value }
     }
 
-    func waitForAll() async {
-        for job in jobs.values { await job.task.value }
+    /// Hands back every job, those assigned while this waits included, and waits until they ended.
+    func handBackAll() async {
+        accepting = false
+        for job in jobs.values { job.control.raise(.handBack) }
+        while let (assignment, job) = jobs.first {
+            await job.task.value
+            jobs[assignment] = nil
+        }
     }
 }

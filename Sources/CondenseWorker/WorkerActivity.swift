@@ -11,6 +11,8 @@ public final class WorkerActivity: @unchecked Sendable {
         case succeeded, failed
         /// Cancelled by the coordinator, or the session was lost (the coordinator re-queues it).
         case stopped
+        /// Checkpointed at the step it reached and given back (worker shutdown or drain): it resumes elsewhere.
+        case handedBack = "handed_back"
     }
 
     public let kind: WorkerKind

@@ -15,6 +15,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var state: String
     @Option(help: "File holding a shared secret; every call (clients and workers) must then send 'authorization: Bearer <secret>'.")
     var authTokenFile: String?
+    @OptionGroup var tls: ServerTLSOptions
     @Option(help: "Texts per batch handed to a worker.")
     var batchTexts: Int = 64
     @Option(help: "Most texts accepted and not yet delivered over all calls; beyond it calls get RESOURCE_EXHAUSTED.")
@@ -25,6 +26,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var heartbeatTimeout: Int = 15
     @Option(help: "Largest accepted frame in bytes.")
     var maxFrameSize: Int = 16 * 1024 * 1024
+    @Option(help: "Checkpoints kept per fine-tuning job: older ones are deleted once a newer one is stored (0 = keep all; each is about 207 MiB at rank 64 on SmolLM2-135M).")
+    var keepCheckpoints = 2
+    @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -35,12 +39,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard batchTexts > 0, maxQueuedTexts > 0, streamWindowTexts > 0, heartbeatTimeout > 0 else {
             throw CLIFailure("--batch-texts, --max-queued-texts, --stream-window-texts and --heartbeat-timeout must be positive")
         }
+        guard keepCheckpoints >= 0 else { throw CLIFailure("--keep-checkpoints must be 0 (keep all) or positive") }
         let token = try authTokenFile.map(authToken(fromFile:))
+        let serverTLS = try tls.settings()
         // Jobs, their events, checkpoints and adapters live in the state directory; what a previous run
         // left unfinished is queued again.
         let fineTune: FineTuneCoordinator
         do {
-            fineTune = try FineTuneCoordinator(stateDirectory: state, heartbeatTimeout: .seconds(heartbeatTimeout), logger: logger)
+            fineTune = try FineTuneCoordinator(
+                stateDirectory: state, heartbeatTimeout: .seconds(heartbeatTimeout), keepCheckpoints: keepCheckpoints,
+                logger: logger)
             try await fineTune.recover()
         } catch {
             throw CLIFailure("cannot open the job state in \(state): \(error)")
@@ -56,7 +64,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let server = RPCServer(
             configuration: .init(
                 host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: token,
-                idleTimeout: .seconds(max(60, heartbeatTimeout * 4))),
+                idleTimeout: .seconds(max(60, heartbeatTimeout * 4)), shutdownGracePeriod: ShutdownOptions.serverCutoff,
+                tls: serverTLS),
             services: [service], metrics: rpcMetrics)
         let port = try await server.start()
         try writeStateFile(address: "\(listen.host):\(port)")
@@ -67,11 +76,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
         let monitor = Task { await service.monitorHeartbeats() }
         await ShutdownSignal.wait()
-        logger.notice("shutting down: draining in-flight calls")
+        logger.notice("shutting down: finishing in-flight calls, draining workers (a second signal exits at once)")
         operationsPort?.beginShutdown()
+        await service.shutdown(grace: shutdown.grace)
         monitor.cancel()
         try await server.stop()
         try await operationsPort?.stop()
+        logger.notice("shut down")
     }
 
     /// `coordinator.json` in the state directory holds the bound address, so tools and tests can find

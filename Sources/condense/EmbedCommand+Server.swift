@@ -11,7 +11,7 @@ extension EmbedCommand {
         let options = try wireOptions()
         let texts: [String]
         do { texts = try TextInput.readTexts(path: input) } catch { throw CLIFailure("\(error)") }
-        let client = try makeClient(server, authTokenFile: authTokenFile)
+        let client = try makeClient(server, authTokenFile: authTokenFile, tls: tls)
 
         let progress = ProgressReporter(total: texts.count, unit: "texts")
         var results = [Result<[Float], EmbeddingItemError>?](repeating: nil, count: texts.count)
@@ -58,7 +58,9 @@ extension EmbedCommand {
                     "unknown pooling '\(pooling)' (use \(CondenseEmbedding.Pooling.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
         }
-        options.normalize = normalize
+        // The CLI's default is local mode's (unnormalized), not the protocol's (normalized), so the same
+        // command gives the same vectors with and without --server; an adapter's recipe decides when set.
+        options.normalize = normalize ?? (adapterOptions.adapter == nil ? false : nil)
         options.excludePrompt = excludePrompt ?? false
         if let dimensions {
             guard let value = UInt32(exactly: dimensions), value > 0 else { throw CLIFailure("--dimensions must be at least 1") }

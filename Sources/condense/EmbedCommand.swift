@@ -43,6 +43,7 @@ struct EmbedCommand: AsyncParsableCommand {
     var server: HostPort?
     @Option(help: "File holding the server's shared secret (with --server).")
     var authTokenFile: String?
+    @OptionGroup var tls: ClientTLSOptions
 
     enum OutputFormat { case jsonl, npy }
 

@@ -107,7 +107,7 @@ struct FinetuneWatchCommand: AsyncParsableCommand {
 
     static func line(_ event: JobEvent) -> String {
         let details: String = switch event.kind {
-        case .queued(let queued): "queued  position \(queued.queuePosition)"
+        case .queued(let queued): "queued  position \(queued.queuePosition)" + (queued.reason.isEmpty ? "" : "  \(queued.reason)")
         case .started(let started):
             "started  worker \(started.workerID)" + (started.resumedFromStep > 0 ? "  resumed after step \(started.resumedFromStep)" : "")
         case .step(let step):

@@ -16,7 +16,9 @@ struct FinetuneCommand: ParsableCommand {
             Writes OUT/checkpoint-STEP/ every --checkpoint-every steps and at the end (PEFT adapter, \
             condense_recipe.json, optimizer and trainer state), OUT/training_log.jsonl (one line per step), \
             and the final adapter in OUT itself (load it with --adapter OUT). --resume continues from the \
-            newest complete checkpoint with identical results.
+            newest complete checkpoint with identical results. Only the newest --keep-checkpoints \
+            checkpoints stay (each is about 207 MiB at rank 64 on SmolLM2-135M); older ones are deleted once \
+            a newer one is complete.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -37,6 +39,8 @@ struct FinetuneCommand: ParsableCommand {
     var out: String
     @Flag(help: "Continue from the newest complete checkpoint in --out (the settings must match).")
     var resume = false
+    @Option(help: "Checkpoints kept in --out: older ones are deleted once a newer one is complete (0 = keep all).")
+    var keepCheckpoints = 2
 
     func run() throws {
         let options = try fineTuneOptions()
@@ -60,6 +64,7 @@ struct FinetuneCommand: ParsableCommand {
     }
 
     private func fineTuneOptions() throws -> FineTuneOptions {
+        guard keepCheckpoints >= 0 else { throw CLIFailure("--keep-checkpoints must be 0 (keep all) or positive") }
         let settings = hyperparameters
         typealias Default = FineTuneHyperparameterOptions.LocalDefault
         let pooling = try settings.parsedPooling() ?? .mean
@@ -80,7 +85,7 @@ struct FinetuneCommand: ParsableCommand {
                                         excludePrompt: excludePrompt, maxTokens: settings.maxTokens ?? FineTuneOptions.defaultMaxTokens),
             batchSize: settings.batch ?? FineTuneOptions.defaultBatchSize, steps: settings.steps, epochs: settings.epochs,
             augmentation: NoiseAugmentation(wordDeletion: augmentDelete, wordSwap: augmentSwap, characterNoise: augmentChar),
-            checkpointEvery: settings.checkpointEvery ?? Default.checkpointEvery,
+            checkpointEvery: settings.checkpointEvery ?? Default.checkpointEvery, keepCheckpoints: keepCheckpoints,
             outputDirectory: out, resume: resume)
     }
 

@@ -12,15 +12,17 @@ struct HealthCommand: AsyncParsableCommand {
     var server: HostPort
     @Option(help: "File holding the server's shared secret.")
     var authTokenFile: String?
+    @OptionGroup var tls: ClientTLSOptions
     @Option(help: "Seconds to wait for the answer.")
     var timeout: Double = 5
 
     func run() async throws {
         let token = authTokenFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }?
             .trimmingCharacters(in: .whitespacesAndNewlines)
+        let clientTLS = try tls.rpcSettings()
         let response: HealthResponse
         do {
-            response = try await withClient(server, authToken: token) { client in
+            response = try await withClient(server, authToken: token, tls: clientTLS) { client in
                 try await client.unary(
                     Methods.EmbeddingService.health.path, request: HealthRequest(), responseType: HealthResponse.self,
                     options: CallOptions(timeout: .milliseconds(Int(timeout * 1000))))
@@ -41,9 +43,9 @@ struct HealthCommand: AsyncParsableCommand {
 
 /// Connects, runs `body`, and closes the connection whatever `body` did.
 func withClient<T: Sendable>(
-    _ server: HostPort, authToken: String?, _ body: (RPCClient) async throws -> T
+    _ server: HostPort, authToken: String?, tls: RPCClientTLS?, _ body: (RPCClient) async throws -> T
 ) async throws -> T {
-    let client = try await RPCClient.connect(host: server.host, port: server.port, authToken: authToken)
+    let client = try await RPCClient.connect(host: server.host, port: server.port, authToken: authToken, tls: tls)
     do {
         let result = try await body(client)
         await client.close()

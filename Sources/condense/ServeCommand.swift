@@ -22,6 +22,7 @@ struct ServeCommand: AsyncParsableCommand {
     var dataDir: String = "condense-data"
     @Option(help: "File holding a shared secret; every call must then send 'authorization: Bearer <secret>'.")
     var authTokenFile: String?
+    @OptionGroup var tls: ServerTLSOptions
     @Option(help: "Largest accepted frame in bytes.")
     var maxFrameSize: Int = 16 * 1024 * 1024
     @Option(help: "Seconds a connection may stay silent (or hold half a frame) before it is closed.")
@@ -32,6 +33,9 @@ struct ServeCommand: AsyncParsableCommand {
     var defaultPooling: String = "mean"
     @Option(help: "Most texts one Embed call may carry (bulk work goes through EmbedStream).")
     var maxTextsPerRequest: Int = 2048
+    @Option(help: "Checkpoints kept per fine-tuning job: older ones are deleted once a newer one is stored (0 = keep all; each is about 207 MiB at rank 64 on SmolLM2-135M).")
+    var keepCheckpoints = 2
+    @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var operations: OperationsOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -40,6 +44,7 @@ struct ServeCommand: AsyncParsableCommand {
         Condense.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "condense.serve")
         let authToken = try authTokenFile.map(readAuthToken)
+        let serverTLS = try tls.settings()
         logger.info(
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
@@ -47,7 +52,8 @@ struct ServeCommand: AsyncParsableCommand {
         let settings = try embeddingSettings()
         let fineTune: FineTuneCoordinator
         do {
-            fineTune = try FineTuneCoordinator(stateDirectory: (dataDir as NSString).appendingPathComponent("state"), logger: logger)
+            fineTune = try FineTuneCoordinator(
+                stateDirectory: (dataDir as NSString).appendingPathComponent("state"), keepCheckpoints: keepCheckpoints, logger: logger)
             try await fineTune.recover()
         } catch {
             throw CLIFailure("cannot open the job state in \(dataDir): \(error)")
@@ -65,7 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server = RPCServer(
             configuration: .init(
                 host: listen.host, port: listen.port, maxFrameSize: maxFrameSize, authToken: authToken,
-                idleTimeout: .seconds(max(idleTimeout, 60))),
+                idleTimeout: .seconds(max(idleTimeout, 60)), shutdownGracePeriod: ShutdownOptions.serverCutoff, tls: serverTLS),
             services: [coordinator, ModelQueryService(host: host, settings: settings)], metrics: rpcMetrics)
         let port = try await server.start()
         logger.notice("listening", metadata: ["address": "\(listen.host):\(port)", "auth": "\(authToken != nil)", "data": "\(dataDir)"])
@@ -85,7 +91,8 @@ struct ServeCommand: AsyncParsableCommand {
             let embedding = EmbeddingWorker(
                 configuration: EmbeddingWorkerConfiguration(
                     connection: CoordinatorConnection(
-                        host: workerHost, port: port, workerID: "serve-embed", authToken: authToken, threads: BLASRuntime.threads),
+                        host: workerHost, port: port, workerID: "serve-embed", authToken: authToken, tls: serverTLS?.loopbackClientTLS,
+                        threads: BLASRuntime.threads),
                     settings: settings),
                 embedder: served.embedder, modelID: served.modelID,
                 adapters: .merging(into: modelPath, cacheDirectory: (dataDir as NSString).appendingPathComponent("adapter-cache")),
@@ -93,7 +100,8 @@ struct ServeCommand: AsyncParsableCommand {
             let training = TrainingWorker(
                 configuration: TrainingWorkerConfiguration(
                     connection: CoordinatorConnection(
-                        host: workerHost, port: port, workerID: "serve-train", authToken: authToken, threads: BLASRuntime.threads),
+                        host: workerHost, port: port, workerID: "serve-train", authToken: authToken, tls: serverTLS?.loopbackClientTLS,
+                        threads: BLASRuntime.threads),
                     workDirectory: workDirectory),
                 model: served.loaded, modelID: served.modelID, logger: logger)
             await withTaskGroup(of: Void.self) { group in
@@ -106,12 +114,16 @@ struct ServeCommand: AsyncParsableCommand {
             rpc: rpcMetrics, readiness: { await coordinator.readiness() }, metrics: [{ await coordinator.collectMetrics() }],
             logger: logger)
         await ShutdownSignal.wait()
-        logger.notice("shutting down: draining in-flight calls")
+        logger.notice("shutting down: finishing in-flight calls, draining workers (a second signal exits at once)")
         operationsPort?.beginShutdown()
+        // The in-process workers are drained like remote ones: the training worker hands its job back
+        // at the step it reached, the embedding worker answers the batches it holds.
+        await coordinator.shutdown(grace: shutdown.grace)
         workers.cancel()
         monitor.cancel()
         try await server.stop()
         try await operationsPort?.stop()
+        logger.notice("shut down")
     }
 
     private func embeddingSettings() throws -> EmbeddingServiceSettings {
@@ -121,6 +133,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIFailure("--default-pooling must be one of \(Pooling.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard maxTextsPerRequest > 0 else { throw CLIFailure("--max-texts-per-request must be positive") }
+        guard keepCheckpoints >= 0 else { throw CLIFailure("--keep-checkpoints must be 0 (keep all) or positive") }
         return EmbeddingServiceSettings(defaultPrompt: prompt, defaultPooling: pooling, maxTextsPerRequest: maxTextsPerRequest)
     }
 
@@ -136,15 +149,32 @@ struct ServeCommand: AsyncParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// Resolves on the first SIGINT or SIGTERM.
+/// How long a server winds down after SIGTERM/SIGINT (`serve`, `coordinator`).
+struct ShutdownOptions: ParsableArguments {
+    @Option(help: "Seconds in-flight calls and draining workers get after SIGTERM/SIGINT before the server closes (a second signal exits at once).")
+    var shutdownGrace: Int = 10
+
+    var grace: Duration { .seconds(max(0, shutdownGrace)) }
+
+    /// What the RPC server's own stop allows calls still open after the grace period: just enough
+    /// to send their UNAVAILABLE trailers.
+    static let serverCutoff: Duration = .milliseconds(500)
+
+    func validate() throws {
+        guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more seconds") }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM, which starts a graceful shutdown; a second one ends the
+/// process at once (exit status 128 + the signal's number, as a shell reports a killed process).
 enum ShutdownSignal {
     static func wait() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let once = ResumeOnce(continuation)
+            let signals = SignalCount(continuation)
             for signalNumber in [SIGINT, SIGTERM] {
                 signal(signalNumber, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-                source.setEventHandler { once.resume() }
+                source.setEventHandler { signals.received(signalNumber) }
                 source.resume()
                 sources.append(source)
             }
@@ -155,15 +185,24 @@ enum ShutdownSignal {
     nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
 }
 
-private final class ResumeOnce: @unchecked Sendable {
+private final class SignalCount: @unchecked Sendable {
     private let lock = NSLock()
     private var continuation: CheckedContinuation<Void, Never>?
+    private var count = 0
+
     init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
-    func resume() {
-        lock.lock()
-        let pending = continuation
-        continuation = nil
-        lock.unlock()
-        pending?.resume()
+
+    func received(_ signalNumber: Int32) {
+        let (first, pending) = lock.withLock {
+            count += 1
+            defer { continuation = nil }
+            return (count == 1, continuation)
+        }
+        if first {
+            pending?.resume()
+        } else {
+            FileHandle.standardError.write(Data("second signal: exiting without waiting\n".utf8))
+            Foundation.exit(128 + signalNumber)
+        }
     }
 }

@@ -67,7 +67,7 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
                 into: modelOptions.model, cacheDirectory: (scratch as NSString).appendingPathComponent("adapters"), capacity: maxAdapters),
             activity: activity, logger: logger)
         logger.notice("worker starting", metadata: ["worker": "\(id)", "coordinator": "\(self.connection.coordinator)", "model": "\(served.modelID)"])
-        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run() }
+        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run(until: $0) }
     }
 }
 
@@ -103,7 +103,7 @@ struct WorkerTrainCommand: AsyncParsableCommand {
             configuration: TrainingWorkerConfiguration(connection: connection, workDirectory: directory, microBatchTokens: microBatch),
             model: model, modelID: modelID, activity: activity, logger: logger)
         logger.notice("training worker starting", metadata: ["worker": "\(id)", "coordinator": "\(self.connection.coordinator)", "model": "\(modelID)"])
-        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run() }
+        try await runUntilShutdown(operationsPort: operationsPort) { try await worker.run(until: $0) }
     }
 }
 
@@ -115,6 +115,7 @@ struct WorkerConnectionOptions: ParsableArguments {
     var workerID: String?
     @Option(help: "File holding the coordinator's shared secret.")
     var authTokenFile: String?
+    @OptionGroup var tls: ClientTLSOptions
     @Option(help: "Seconds between heartbeats (keep well under the coordinator's --heartbeat-timeout).")
     var heartbeatInterval: Int = 2
 
@@ -124,23 +125,29 @@ struct WorkerConnectionOptions: ParsableArguments {
         return CoordinatorConnection(
             host: coordinator.host, port: coordinator.port,
             workerID: workerID ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)",
-            authToken: try authTokenFile.map(authToken(fromFile:)), heartbeatInterval: .seconds(heartbeatInterval),
+            authToken: try authTokenFile.map(authToken(fromFile:)), tls: try tls.rpcSettings(),
+            heartbeatInterval: .seconds(heartbeatInterval),
             threads: BLASRuntime.threads)
     }
 }
 
-/// Runs a worker until it stops or SIGINT/SIGTERM arrives; the operations port reports the shutdown
-/// (/healthz 503) while the worker winds down, and closes after it.
-private func runUntilShutdown(operationsPort: OperationsServer?, _ work: @escaping @Sendable () async throws -> Void) async throws {
-    let running = Task { try await work() }
+/// Runs a worker until it stops or SIGINT/SIGTERM arrives. The signal shuts the worker down gracefully
+/// (an embedding worker delivers the batches it holds; a training worker finishes its step and hands
+/// the job back with a checkpoint of it), then the process exits 0; a second signal exits at once.
+/// The operations port reports the shutdown (/healthz 503) while the worker winds down, and closes after it.
+private func runUntilShutdown(
+    operationsPort: OperationsServer?, _ work: @escaping @Sendable (WorkerShutdown) async throws -> Void
+) async throws {
+    let shutdown = WorkerShutdown()
     let stop = Task {
         await ShutdownSignal.wait()
+        Logger(label: "condense.worker").notice("shutting down: finishing work in hand (a second signal exits at once)")
         operationsPort?.beginShutdown()
-        running.cancel()
+        shutdown.begin()
     }
     defer { stop.cancel() }
     do {
-        try await running.value
+        try await work(shutdown)
     } catch {
         throw CLIFailure("\(error)")
     }

@@ -117,7 +117,8 @@ extension ClientSuites {
             texts[7] = ""
             let input = scratch.appendingPathComponent("texts.txt")
             try Data(texts.joined(separator: "\n").utf8).write(to: input)
-            let expected = try localVectors(texts, embedder: embedder, batchTexts: 16)
+            // Unnormalized, as local mode's default: the CLI does not take the protocol's default (normalized).
+            let expected = try localVectors(texts, embedder: embedder, batchTexts: 16, normalize: false)
             let cluster = try await TestCluster.start(settings: CoordinatorSettings(batchTexts: 16))
             let worker = cluster.startWorker("w1", embedder: embedder)
             try await cluster.waitForWorkers(1)

@@ -40,8 +40,11 @@ enum Fixtures {
 /// What the single-process path computes for `texts` with default options, batch by batch as the
 /// coordinator cuts them (`batchTexts` in input order): the reference the client's results must match
 /// bit for bit.
-func localVectors(_ texts: [String], embedder: Embedder, batchTexts: Int) throws -> [Result<[Float], EmbeddingError>] {
-    let options = try EmbeddingServiceProvider.embeddingOptions(nil, settings: .init(), embedder: embedder)
+func localVectors(
+    _ texts: [String], embedder: Embedder, batchTexts: Int, normalize: Bool = true
+) throws -> [Result<[Float], EmbeddingError>] {
+    var options = try EmbeddingServiceProvider.embeddingOptions(nil, settings: .init(), embedder: embedder)
+    options.normalize = normalize
     var vectors: [Result<[Float], EmbeddingError>] = []
     var start = 0
     while start < texts.count {

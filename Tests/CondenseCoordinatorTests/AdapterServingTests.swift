@@ -180,23 +180,11 @@ extension CoordinatorSuites {
             try await cluster.stop()
         }
 
-        @Test func unknownAdaptersAreNotFound() async throws {
+        /// Unknown adapters of a coordinator with fine-tuning state: BadInputStatusTests.
+        @Test func withoutFineTuningStateNoAdapterExists() async throws {
             func code(_ body: () async throws -> Void) async -> StatusCode? {
                 do { try await body(); return nil } catch let error as RPCError { return error.code } catch { return .unknown }
             }
-            let fineTune = try FineTuneCoordinator(stateDirectory: stateDirectory, logger: quietLogger)
-            let cluster = try await TestCluster.start(fineTune: fineTune)
-            let worker = cluster.startWorker("embed-1", embedder: try #require(Fixtures.tinyEmbedder))
-            try await cluster.waitForWorkers(1)
-            let client = try await cluster.client()
-            #expect(await code { _ = try await embed(client, EmbedOptions(adapterID: "nope")) } == .notFound)
-            #expect(await code { _ = try await embedStream(client, EmbedOptions(adapterID: "nope")) } == .notFound)
-            #expect(await code { _ = try await embed(client, EmbedOptions(adapterID: "../escape")) } == .notFound)
-            worker.cancel()
-            await client.close()
-            try await cluster.stop()
-
-            // Without fine-tuning state there are no adapters at all.
             let bare = try await TestCluster.start()
             let bareWorker = bare.startWorker("embed-1", embedder: try #require(Fixtures.tinyEmbedder))
             try await bare.waitForWorkers(1)

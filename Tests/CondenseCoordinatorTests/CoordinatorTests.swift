@@ -190,22 +190,13 @@ extension CoordinatorSuites {
             try await cluster.stop()
         }
 
-        @Test func invalidOptionsAndRegistrationsAreRejected() async throws {
+        /// Bad options of client calls: BadInputStatusTests.
+        @Test func trainingWorkersAreRefusedWithoutAStateDirectory() async throws {
             let cluster = try await TestCluster.start()
             let stalling = try await StallingWorker(port: cluster.port, id: "stall")
             try await cluster.waitForWorkers(1)
             let client = try await cluster.client()
 
-            await #expect(throws: RPCError(code: .notFound, message: "unknown adapter 'nope'")) {
-                let _: EmbedResponse = try await client.unary(
-                    Methods.EmbeddingService.embed.path,
-                    request: EmbedRequest(texts: ["a"], options: EmbedOptions(adapterID: "nope")))
-            }
-            await #expect(throws: RPCError.self) {
-                let _: EmbedResponse = try await client.unary(
-                    Methods.EmbeddingService.embed.path,
-                    request: EmbedRequest(texts: ["a"], options: EmbedOptions(prompt: .promptTemplate("no placeholder"))))
-            }
             // Without a state directory a training worker is refused: its session ends, it is not counted.
             let trainer = try await StallingWorker(port: cluster.port, id: "trainer", kind: .train)
             for await _ in trainer.assignments {}

@@ -1,52 +1,7 @@
-import CondenseEmbedding
-import CondenseRPC
+import CondenseClient
 import CondenseWire
 import Foundation
 import Testing
-
-/// The built `condense` executable: `$CONDENSE_BINARY`, else next to the test bundle (both live
-/// in the build's bin directory, `swift build --show-bin-path`).
-private let condenseBinary: String? = {
-    if let path = ProcessInfo.processInfo.environment["CONDENSE_BINARY"] {
-        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
-    }
-    let runner = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
-    for directory in [runner.deletingLastPathComponent(), Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()] {
-        let candidate = directory.appendingPathComponent("condense").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-    }
-    return nil
-}()
-
-/// A child process that is terminated (if still running) when the test is done with it.
-private final class ChildProcess {
-    let process: Process
-    let name: String
-
-    init(_ binary: String, _ arguments: [String], name: String, stderr: URL) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
-        process.standardError = try FileHandle(forWritingTo: stderr)
-        process.standardOutput = FileHandle.nullDevice
-        self.name = name
-        try process.run()
-    }
-
-    var pid: pid_t { process.processIdentifier }
-
-    func signal(_ number: Int32) { kill(pid, number) }
-
-    func stop() {
-        // A stopped process acts on SIGTERM only once continued.
-        if process.isRunning {
-            kill(pid, SIGCONT)
-            process.terminate()
-        }
-        process.waitUntilExit()
-    }
-}
 
 extension CoordinatorSuites {
     @Suite(
@@ -54,103 +9,71 @@ extension CoordinatorSuites {
         .enabled(if: condenseBinary != nil, "the condense executable was not found next to the tests (set CONDENSE_BINARY)"),
         .enabled(if: Fixtures.tinyEmbedder != nil, "tiny-llama fixture missing"))
     struct ProcessClusterTests {
+        /// Bulk work through the client library while one of two embedding workers dies halfway; a
+        /// training worker sits in the same cluster and must take none of it.
         @Test(.timeLimit(.minutes(10))) func killedWorkerMidStreamLosesNothing() async throws {
             let binary = try #require(condenseBinary)
             let embedder = try #require(Fixtures.tinyEmbedder)
-            let texts = Fixtures.texts(2000)
+            let texts = Self.shortTexts(20_000)
             let expected = try localVectors(texts, embedder: embedder, batchTexts: 64)
 
-            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("condense-coord-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: scratch) }
-            let state = scratch.appendingPathComponent("state")
-            let coordinatorLog = scratch.appendingPathComponent("coordinator.log")
+            let cluster = try await ProcessCluster(binary: binary)
+            defer { cluster.stop() }
+            let victim = try cluster.startEmbeddingWorker("w1")
+            try cluster.startEmbeddingWorker("w2")
+            try cluster.startTrainingWorker("t1")
+            let client = cluster.client()
+            try await cluster.waitForHealth(client, detail: "2 embedding workers")
+            try await cluster.waitForCoordinatorLog("training worker registered", "worker=t1")
 
-            // A long heartbeat timeout: the frozen worker must be lost through its killed connection.
-            let coordinator = try ChildProcess(
-                binary, ["coordinator", "--listen", "127.0.0.1:0", "--state", state.path, "--heartbeat-timeout", "120"],
-                name: "coordinator", stderr: coordinatorLog)
-            var children = [coordinator]
-            defer { for child in children.reversed() { child.stop() } }
-            let port = try await coordinatorPort(stateDirectory: state)
-
-            for id in ["w1", "w2"] {
-                children.append(try ChildProcess(
-                    binary,
-                    ["worker", "embed", "--coordinator", "127.0.0.1:\(port)", "--model", Fixtures.tinyLlama, "--worker-id", id],
-                    name: id, stderr: scratch.appendingPathComponent("\(id).log")))
+            var vectors = [Result<[Float], EmbeddingItemError>?](repeating: nil, count: texts.count)
+            var received = 0
+            var frozenAt: Int?
+            var killedAt: Int?
+            for try await item in client.embedStream(texts) {
+                try #require(vectors.indices.contains(item.index), "index \(item.index) out of range")
+                #expect(vectors[item.index] == nil, "index \(item.index) delivered twice")
+                vectors[item.index] = item.vector
+                received += 1
+                // Halfway w1 freezes: the coordinator hands it batches it never answers...
+                if frozenAt == nil, received >= texts.count / 2 {
+                    victim.signal(SIGSTOP)
+                    frozenAt = received
+                }
+                // ...so that once w2 has done a few more, w1 surely holds some when it dies.
+                if killedAt == nil, let frozenAt, received >= frozenAt + 8 * 64 {
+                    victim.signal(SIGKILL)
+                    killedAt = received
+                }
             }
-            let victim = children[1]
-            let victimPID = victim.pid
-            let client = try await RPCClient.connect(host: "127.0.0.1", port: port, logger: quietLogger)
-            try await waitForHealth(client, detail: "2 embedding workers")
-
-            // Frozen, w1 keeps the batches it is given without answering; killed, it loses them.
-            victim.signal(SIGSTOP)
-            let unfinishedAtKill = try await client.bidirectional(
-                Methods.EmbeddingService.embedStream.path, requestType: EmbedStreamRequest.self,
-                responseType: EmbedStreamResponse.self,
-                sendRequests: { writer in
-                    for start in stride(from: 0, to: texts.count, by: 100) {
-                        let end = min(start + 100, texts.count)
-                        try await writer.write(EmbedStreamRequest(firstIndex: UInt64(start), texts: Array(texts[start..<end])))
-                    }
-                },
-                handleResponses: { responses in
-                    var results: [EmbeddingResult] = []
-                    var unfinishedAtKill: Int?
-                    for try await response in responses {
-                        guard case .batch(let batch) = response.kind else { continue }
-                        results += batch.results
-                        // Everything but w1's (at most two) batches is done: kill it now.
-                        if unfinishedAtKill == nil, results.count >= texts.count - 2 * 64 {
-                            unfinishedAtKill = texts.count - results.count
-                            kill(victimPID, SIGKILL)
-                        }
-                    }
-                    expectMatches(results, expected)
-                    return unfinishedAtKill
-                })
-            #expect(unfinishedAtKill.map { $0 > 0 } == true, "w1 held no batch when it was killed")
+            #expect(killedAt.map { $0 < texts.count } == true, "w1 was not killed mid-stream")
+            #expect(received == texts.count)
+            // Assembled by their indexes, the vectors are the local run's, in input order, bit for bit.
+            for (index, reference) in expected.enumerated() {
+                let delivered = try #require(vectors[index], "text \(index) never arrived")
+                #expect(
+                    try delivered.get().map(\.bitPattern) == reference.get().map(\.bitPattern),
+                    "vector \(index) differs from the local run")
+            }
             victim.process.waitUntilExit()
             #expect(victim.process.terminationReason == .uncaughtSignal)
 
-            // The coordinator re-queued what w1 held, and serves on with w2.
-            try await waitForHealth(client, detail: "1 embedding worker")
-            let log = try String(contentsOf: coordinatorLog, encoding: .utf8)
+            // The coordinator re-queued what w1 held, and serves on with w2; the training worker stayed.
+            try await cluster.waitForHealth(client, detail: "1 embedding worker")
+            let log = try String(contentsOf: cluster.coordinatorLog, encoding: .utf8)
             let requeued = log.split(separator: "\n").filter { $0.contains("worker left") && $0.contains("worker=w1") }
                 .compactMap { line in line.firstRange(of: "requeued_batches=").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) } }
             #expect(requeued.count == 1)
             #expect((requeued.first ?? 0) > 0, "coordinator log:\n\(log)")
-            let stateFile = try Data(contentsOf: state.appendingPathComponent("coordinator.json"))
-            #expect(String(decoding: stateFile, as: UTF8.self).contains("127.0.0.1:\(port)"))
+            #expect(!log.split(separator: "\n").contains { $0.contains("worker left") && $0.contains("worker=t1") })
             await client.close()
         }
 
-        /// Reads the bound port from `coordinator.json` once the coordinator has written it (up to 30 s).
-        private func coordinatorPort(stateDirectory: URL) async throws -> Int {
-            struct StateFile: Decodable { var listen: String }
-            let file = stateDirectory.appendingPathComponent("coordinator.json")
-            for _ in 0..<600 {
-                if let data = try? Data(contentsOf: file), let state = try? JSONDecoder().decode(StateFile.self, from: data),
-                   let colon = state.listen.lastIndex(of: ":"), let port = Int(state.listen[state.listen.index(after: colon)...]) {
-                    return port
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            throw RPCError(code: .unavailable, message: "the coordinator wrote no \(file.path)")
-        }
-
-        /// Polls Health until its detail is `detail` (up to 60 s: workers load the model first).
-        private func waitForHealth(_ client: RPCClient, detail: String) async throws {
-            var last = ""
-            for _ in 0..<600 {
-                let health: HealthResponse = try await client.unary(Methods.EmbeddingService.health.path, request: HealthRequest())
-                if health.detail.hasPrefix(detail + ":") { return }  // "2 embedding workers: model.gguf"
-                last = health.detail
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            Issue.record("health is '\(last)', expected '\(detail)'")
+        /// Distinct texts of a word and the index: few tokens each, so that even a debug build (the
+        /// reference here and the workers) embeds 20,000 of them in about a minute.
+        static func shortTexts(_ count: Int) -> [String] {
+            let words = ["alpha", "river", "stone", "quick", "blue", "cloud", "seven", "lamp", "north", "green", "paper"]
+            return (0..<count).map { "\(words[$0 % words.count]) \($0)" }
         }
     }
 }

@@ -3,12 +3,13 @@
 A frame is a 4-byte big-endian length followed by a serialized condense.v1.Envelope.
 This module runs one call at a time per connection, which is all a synchronous client needs.
 Socket failures surface as typed errors: UNAVAILABLE when the connection cannot be made or is lost (the
-connection is then `broken` and must be replaced), DEADLINE_EXCEEDED when a call's timeout passes without the
-server ending it.
+connection is then `broken` and must be replaced), or when the TLS handshake fails; DEADLINE_EXCEEDED when a
+call's timeout passes without the server ending it.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from typing import Iterable, Iterator, Optional
 
@@ -23,12 +24,26 @@ SEND_BATCH_BYTES = 1 << 20   # queued request frames are written once they reach
 DEADLINE_GRACE = 5.0     # the server enforces deadlines; the socket timeout only catches a silent server
 
 
+def tls_context(ca_file: Optional[str] = None) -> ssl.SSLContext:
+    """Verifies the server's certificate and name, against `ca_file` (PEM: a private CA or a self-signed
+    certificate) or the system's trust roots."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise error_for_status(env.INVALID_ARGUMENT, f"cannot load the TLS CA file {ca_file}: {error}") from error
+
+
 class Connection:
-    def __init__(self, host: str, port: int, token: Optional[str] = None, connect_timeout: float = 10.0):
+    def __init__(self, host: str, port: int, token: Optional[str] = None, connect_timeout: float = 10.0,
+                 tls: Optional[ssl.SSLContext] = None, server_name: Optional[str] = None):
+        """`tls`: speak TLS with this context (see `tls_context`), checking the certificate against
+        `server_name` or else `host`; the handshake must finish within `connect_timeout`."""
         try:
             self._sock = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as error:
             raise error_for_status(env.UNAVAILABLE, f"cannot connect to {host}:{port}: {error}") from error
+        if tls is not None:
+            self._sock = _handshake(self._sock, tls, server_name or host, f"{host}:{port}")
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.settimeout(None)
         self._token = token
@@ -92,43 +107,38 @@ class Connection:
         if self._token:
             headers.metadata.add(key="authorization", value=f"Bearer {self._token}")
         frames, pending_bytes = [headers], 0
-        window = INITIAL_WINDOW
-        for payload in requests:
-            if window == 0:
-                self._send(*frames)
-                frames, pending_bytes = [], 0
-                window += self._await_window(stream)
-            frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_MESSAGE, payload=payload))
-            window -= 1
-            pending_bytes += len(payload)
-            if pending_bytes >= SEND_BATCH_BYTES:
-                self._send(*frames)
-                frames, pending_bytes = [], 0
-        frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_TRAILERS))
-        self._send(*frames)
-
-        consumed = 0
+        window, consumed = INITIAL_WINDOW, 0
         try:
+            for payload in requests:
+                while window == 0:
+                    self._send(*frames)
+                    frames, pending_bytes = [], 0
+                    # Results come back while the upload waits for credit: hand them on now. The server
+                    # reads no further input while its results go unread, so holding off would stall both.
+                    e = self._stream_frame(stream)
+                    if e.kind == env.FRAME_KIND_WINDOW_UPDATE:
+                        window += e.window_increment
+                    elif e.kind == env.FRAME_KIND_MESSAGE:
+                        yield e.payload
+                        consumed = self._credit(stream, consumed + 1)
+                    elif self._ended(e):
+                        return
+                frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_MESSAGE, payload=payload))
+                window -= 1
+                pending_bytes += len(payload)
+                if pending_bytes >= SEND_BATCH_BYTES:
+                    self._send(*frames)
+                    frames, pending_bytes = [], 0
+            frames.append(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_TRAILERS))
+            self._send(*frames)
+
             while True:
-                e = self._receive()
-                if e.stream_id == 0:
-                    self._handle_connection_frame(e)
-                    continue
-                if e.stream_id != stream:
-                    continue
+                e = self._stream_frame(stream)
                 if e.kind == env.FRAME_KIND_MESSAGE:
                     yield e.payload
-                    consumed += 1
-                    if consumed == GRANT_BATCH:
-                        self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_WINDOW_UPDATE,
-                                                window_increment=consumed))
-                        consumed = 0
-                elif e.kind == env.FRAME_KIND_TRAILERS:
-                    if e.status.code != env.OK:
-                        raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)
+                    consumed = self._credit(stream, consumed + 1)
+                elif self._ended(e):
                     return
-                elif e.kind == env.FRAME_KIND_CANCEL:
-                    raise error_for_status(env.CANCELLED, e.status.message or "cancelled by server", 0)
         except GeneratorExit:
             # The caller stopped reading early: tell the server to stop working on this call.
             if not self.broken:
@@ -138,15 +148,32 @@ class Connection:
                     pass  # the connection is gone, and the call with it
             raise
 
-    def _await_window(self, stream: int) -> int:
+    def _stream_frame(self, stream: int) -> env.Envelope:
+        """The next frame of `stream`, answering connection frames (pings, errors) on the way."""
         while True:
             e = self._receive()
             if e.stream_id == 0:
                 self._handle_connection_frame(e)
-            elif e.stream_id == stream and e.kind == env.FRAME_KIND_WINDOW_UPDATE:
-                return e.window_increment
-            elif e.stream_id == stream and e.kind == env.FRAME_KIND_TRAILERS:
+            elif e.stream_id == stream:
+                return e
+
+    def _credit(self, stream: int, consumed: int) -> int:
+        """Counts a response read; returns credit to the server in batches of GRANT_BATCH."""
+        if consumed < GRANT_BATCH:
+            return consumed
+        self._send(env.Envelope(stream_id=stream, kind=env.FRAME_KIND_WINDOW_UPDATE, window_increment=consumed))
+        return 0
+
+    @staticmethod
+    def _ended(e: env.Envelope) -> bool:
+        """True for the call's OK trailers; raises for error trailers or a cancel by the server."""
+        if e.kind == env.FRAME_KIND_TRAILERS:
+            if e.status.code != env.OK:
                 raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)
+            return True
+        if e.kind == env.FRAME_KIND_CANCEL:
+            raise error_for_status(env.CANCELLED, e.status.message or "cancelled by server", 0)
+        return False
 
     def _handle_connection_frame(self, e: env.Envelope) -> None:
         if e.kind == env.FRAME_KIND_PING and not e.ping_ack:
@@ -154,3 +181,21 @@ class Connection:
         elif e.kind == env.FRAME_KIND_TRAILERS and e.status.code != env.OK:
             self.broken = True  # a connection-level error: the server closes the connection after it
             raise error_for_status(e.status.code, e.status.message, e.status.retry_after_ms)
+
+
+def _handshake(sock: socket.socket, context: ssl.SSLContext, server_name: str, peer: str) -> ssl.SSLSocket:
+    """Wraps `sock` in TLS; failures are UNAVAILABLE errors that say what went wrong."""
+    try:
+        return context.wrap_socket(sock, server_hostname=server_name)
+    except ssl.SSLCertVerificationError as error:
+        hostname_mismatch = error.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
+        reason = (f"the server's TLS certificate is not valid for '{server_name}'" if hostname_mismatch
+                  else f"the server's TLS certificate is not trusted: {error.verify_message}")
+    except ssl.SSLError as error:
+        # A plaintext Condense server answers a ClientHello with a frame, not a TLS record.
+        plaintext = "WRONG_VERSION_NUMBER" in str(error) or "record layer failure" in str(error)
+        reason = "the server does not speak TLS; connect without TLS" if plaintext else f"TLS handshake failed: {error}"
+    except OSError as error:  # reset, closed, or the connect timeout passed during the handshake
+        reason = f"TLS handshake failed: {error}"
+    sock.close()
+    raise error_for_status(env.UNAVAILABLE, f"TLS connection to {peer} failed: {reason}")

@@ -14,7 +14,7 @@ from condense.v1 import envelope_pb2 as env
 from condense.v1 import finetune_pb2 as ft
 
 from ._options import embed_options
-from ._transport import Connection
+from ._transport import Connection, tls_context
 from .errors import Unavailable, error_for_status
 from .finetune import Adapter, FineTuneJob, JobEvent, Pair, hyperparameters, pair_chunks, state_value, \
     write_file_chunks
@@ -40,11 +40,18 @@ class Client:
     A lost connection is replaced by a new one at the next call. Unary calls (all safe to repeat) are retried
     once on a new connection when the old one turns out to be lost; streaming calls raise Unavailable, except
     `watch_job`, which runs on a connection of its own and resumes by itself.
+
+    `tls=True` speaks TLS to a server started with `--tls-cert`, verifying its certificate against the system's
+    trust roots, or against `ca_file` (PEM: a private CA or the server's self-signed certificate); `server_name`
+    is the name on the certificate when it is not the address's host. `ca_file` or `server_name` imply `tls`.
     """
 
-    def __init__(self, address: str, token: Optional[str] = None, timeout: Optional[float] = None):
+    def __init__(self, address: str, token: Optional[str] = None, timeout: Optional[float] = None,
+                 tls: bool = False, ca_file: Optional[str] = None, server_name: Optional[str] = None):
         host, _, port = address.rpartition(":")
         self._host, self._port, self._token = host.strip("[]"), int(port), token
+        self._tls = tls_context(ca_file) if tls or ca_file or server_name else None
+        self._server_name = server_name
         self._connection = self._connect()
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -60,7 +67,7 @@ class Client:
 
     # --- plumbing -------------------------------------------------------------------------
     def _connect(self) -> Connection:
-        return Connection(self._host, self._port, token=self._token)
+        return Connection(self._host, self._port, token=self._token, tls=self._tls, server_name=self._server_name)
 
     def _call(self, method: str, requests: Iterable[bytes], timeout: Optional[float]) -> Iterator[bytes]:
         """One call on the shared connection, holding the lock until its last response was read."""

@@ -171,5 +171,6 @@ def test_watch_gives_up_after_bounded_retries():
         port = s.getsockname()[1]
     client = Client.__new__(Client)  # a client whose server is gone: only watch_job's own connections are made
     client._host, client._port, client._token = "127.0.0.1", port, None
+    client._tls, client._server_name = None, None
     with pytest.raises(condense_client.Unavailable, match="cannot connect"):
         list(client.watch_job("ft-0001", max_retries=2, retry_delay=0.05))

@@ -54,6 +54,27 @@ public struct ArtifactStore: Sendable {
         }
     }
 
+    /// Deletes all but the newest `count` stored checkpoints of `job` (by step), never `protected`
+    /// (the job's resume point). Each goes to `incoming/` first, so a crash mid-delete leaves
+    /// nothing under a checkpoint's name that `FetchAdapter` could serve half-deleted.
+    public func pruneCheckpoints(of job: String, keeping count: Int, protecting protected: String?) throws(RPCError) {
+        let folder = (root as NSString).appendingPathComponent("checkpoints")
+        let prefix = "\(job)-step-"
+        let stored = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).compactMap { name -> (step: UInt32, id: String)? in
+            guard name.hasPrefix(prefix), let step = UInt32(name.dropFirst(prefix.count)) else { return nil }
+            return (step, name)
+        }.sorted { $0.step < $1.step }
+        for old in stored.dropLast(count) where old.id != protected {
+            let doomed = incomingDirectory()
+            do {
+                try FileManager.default.moveItem(atPath: (folder as NSString).appendingPathComponent(old.id), toPath: doomed)
+                try FileManager.default.removeItem(atPath: doomed)
+            } catch {
+                throw RPCError(code: .internal, message: "cannot delete checkpoint \(old.id): \(error.localizedDescription)")
+            }
+        }
+    }
+
     /// File names and total size of an artifact directory.
     public func contents(of directory: String) -> (files: [String], bytes: UInt64) {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { !$0.hasPrefix(".") }.sorted()

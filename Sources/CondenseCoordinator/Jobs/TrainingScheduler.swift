@@ -9,6 +9,10 @@ import Logging
 /// every unfinished job from the store; a worker that ends its session or goes silent gets its job
 /// put back at the front of the queue, to resume from the job's newest checkpoint on the next idle
 /// worker. One job per worker at a time.
+///
+/// While the coordinator shuts down nothing is assigned; its workers are drained (each hands its
+/// job back at the step it reached) and whatever is still held when the grace period ends is
+/// re-queued in the store, so a restarted coordinator resumes every job.
 actor TrainingScheduler {
     private struct Worker {
         let registration: Register
@@ -26,6 +30,10 @@ actor TrainingScheduler {
     /// Job ids waiting for a worker, next first.
     private var queue: [String] = []
     private var nextID: UInt64 = 1
+    /// Set once the coordinator shuts down: no more assignments.
+    private var shuttingDown = false
+    /// Sessions removed whose job is still being re-queued in the store.
+    private var detaching = 0
 
     init(store: JobStore, hub: JobEventHub, heartbeatTimeout: Duration, logger: Logger) {
         self.store = store
@@ -35,6 +43,8 @@ actor TrainingScheduler {
     }
 
     var workerCount: Int { workers.count }
+    /// Whether any session is open or still re-queueing its job: a shutdown waits for neither.
+    var hasSessions: Bool { !workers.isEmpty || detaching > 0 }
     var queuedJobCount: Int { queue.count }
 
     // MARK: Jobs
@@ -47,12 +57,13 @@ actor TrainingScheduler {
         return updated
     }
 
-    /// Puts a validated job in the queue (QUEUED event) and starts it if a worker is idle.
-    func enqueue(_ job: String, front: Bool = false) async throws(RPCError) {
+    /// Puts a validated job in the queue (QUEUED event, with `reason` when it ran before) and starts
+    /// it if a worker is idle.
+    func enqueue(_ job: String, front: Bool = false, reason: String = "") async throws(RPCError) {
         guard !queue.contains(job) else { return }
         if front { queue.insert(job, at: 0) } else { queue.append(job) }
         let position = UInt32(queue.firstIndex(of: job) ?? 0)
-        try await record(.queued(JobQueued(queuePosition: position)), job: job)
+        try await record(.queued(JobQueued(queuePosition: position, reason: reason)), job: job)
         await dispatch()
     }
 
@@ -60,8 +71,33 @@ actor TrainingScheduler {
     func recover() async throws(RPCError) {
         for job in try await store.unfinishedJobs() {
             logger.info("re-queueing job after restart", metadata: ["job": "\(job.jobID)", "state": "\(job.state)"])
-            try await enqueue(job.jobID)
+            var reason = ""
+            if job.state == .running { reason = "coordinator restarted; " + (try await resumeNote(job.jobID)) }
+            try await enqueue(job.jobID, reason: reason)
         }
+    }
+
+    /// Where a re-queued job picks up: "resumes after step N" or "starts over".
+    private func resumeNote(_ job: String) async throws(RPCError) -> String {
+        guard let resume = try await store.resumePoint(job) else { return "starts over (no checkpoint)" }
+        return "resumes after step \(resume.step)"
+    }
+
+    // MARK: Shutdown
+
+    /// Stops assigning jobs and sends Drain to every training worker: each finishes its current step,
+    /// uploads its checkpoint and ends its session, which re-queues the job.
+    func beginShutdown(reason: String, deadlineMs: UInt32) {
+        shuttingDown = true
+        for worker in workers.values {
+            worker.outbound.yield(CoordinatorMessage(kind: .drain(Drain(reason: reason, deadlineMs: deadlineMs))))
+        }
+    }
+
+    /// Ends the sessions still open (their workers did not hand back in time): their jobs are
+    /// re-queued in the store from their newest checkpoint.
+    func detachAll(reason: String) async {
+        for session in Array(workers.keys) { await detach(session, reason: reason) }
     }
 
     /// Cancels a job in any non-terminal state; a terminal job is returned unchanged.
@@ -84,7 +120,7 @@ actor TrainingScheduler {
     /// Hands queued jobs to idle workers. The worker is reserved before any suspension, so a
     /// concurrent dispatch (actor re-entrancy) cannot give it a second job.
     private func dispatch() async {
-        while !queue.isEmpty, let session = idleWorker() {
+        while !shuttingDown, !queue.isEmpty, let session = idleWorker() {
             let job = queue.removeFirst()
             let assignment = "train-\(job)-\(nextID)"
             nextID += 1
@@ -139,11 +175,16 @@ actor TrainingScheduler {
     /// Ends a session; its running job goes back to the front of the queue.
     func detach(_ session: UInt64, reason: String) async {
         guard let worker = workers.removeValue(forKey: session) else { return }
+        detaching += 1
+        defer { detaching -= 1 }
         worker.outbound.finish()
         logger.info("training worker left", metadata: ["worker": "\(worker.registration.workerID)", "reason": "\(reason)"])
         if let job = worker.assignment?.job {
             do {
-                if try await !store.job(job).state.isTerminal { try await enqueue(job, front: true) }
+                if try await !store.job(job).state.isTerminal {
+                    let note = try await resumeNote(job)
+                    try await enqueue(job, front: true, reason: "worker \(worker.registration.workerID) left (\(reason)); \(note)")
+                }
             } catch {
                 logger.error("cannot re-queue job", metadata: ["job": "\(job)", "error": "\(error)"])
             }

@@ -2002,7 +2002,7 @@ const ProtobufCMessageDescriptor condense__v1__job_event__descriptor =
   (ProtobufCMessageInit) condense__v1__job_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor condense__v1__job_queued__field_descriptors[1] =
+static const ProtobufCFieldDescriptor condense__v1__job_queued__field_descriptors[2] =
 {
   {
     "queue_position",
@@ -2016,14 +2016,27 @@ static const ProtobufCFieldDescriptor condense__v1__job_queued__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Condense__V1__JobQueued, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned condense__v1__job_queued__field_indices_by_name[] = {
   0,   /* field[0] = queue_position */
+  1,   /* field[1] = reason */
 };
 static const ProtobufCIntRange condense__v1__job_queued__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor condense__v1__job_queued__descriptor =
 {
@@ -2033,7 +2046,7 @@ const ProtobufCMessageDescriptor condense__v1__job_queued__descriptor =
   "Condense__V1__JobQueued",
   "condense.v1",
   sizeof(Condense__V1__JobQueued),
-  1,
+  2,
   condense__v1__job_queued__field_descriptors,
   condense__v1__job_queued__field_indices_by_name,
   1,  condense__v1__job_queued__number_ranges,

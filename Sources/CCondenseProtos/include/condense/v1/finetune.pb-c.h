@@ -482,10 +482,15 @@ struct  Condense__V1__JobQueued
    * Jobs ahead of this one.
    */
   uint32_t queue_position;
+  /*
+   * Why a job that ran is queued again (its worker stopped, was lost, or the coordinator shut
+   * down), and the step it resumes after; empty when first queued.
+   */
+  char *reason;
 };
 #define CONDENSE__V1__JOB_QUEUED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&condense__v1__job_queued__descriptor) \
-    , 0 }
+    , 0, (char *)protobuf_c_empty_string }
 
 
 /*

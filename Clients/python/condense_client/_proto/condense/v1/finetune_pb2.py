@@ -14,15 +14,15 @@ _sym_db = _symbol_database.Default()
 from condense.v1 import common_pb2 as condense_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ondense/v1/finetune.proto\x12\x0b\x63ondense.v1\x1a\x18\x63ondense/v1/common.proto\"\x87\x04\n\x0fHyperparameters\x12\x0f\n\x05steps\x18\x01 \x01(\rH\x00\x12\x10\n\x06\x65pochs\x18\x02 \x01(\rH\x00\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x18\n\x10micro_batch_size\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x02\x12\x14\n\x0cwarmup_steps\x18\x06 \x01(\r\x12\x11\n\tlora_rank\x18\x07 \x01(\r\x12\x12\n\nlora_alpha\x18\x08 \x01(\x02\x12\x16\n\x0clora_dropout\x18\t \x01(\x02H\x01\x12\x16\n\x0etarget_modules\x18\n \x03(\t\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\x0e\n\x06margin\x18\x0c \x01(\x02\x12\x12\n\nmax_tokens\x18\r \x01(\r\x12\x15\n\x0bprompt_name\x18\x0e \x01(\tH\x02\x12\x19\n\x0fprompt_template\x18\x0f \x01(\tH\x02\x12%\n\x07pooling\x18\x10 \x01(\x0e\x32\x14.condense.v1.Pooling\x12\x13\n\tnormalize\x18\x11 \x01(\x08H\x03\x12\x0e\n\x04seed\x18\x12 \x01(\x04H\x04\x12\x18\n\x10\x63heckpoint_every\x18\x13 \x01(\rB\n\n\x08\x64urationB\x15\n\x13lora_dropout_choiceB\x08\n\x06promptB\x12\n\x10normalize_choiceB\r\n\x0bseed_choice\"\x92\x01\n\x0f\x46ineTuneJobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x35\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x1c.condense.v1.Hyperparameters\x12\x12\n\npairs_path\x18\x04 \x01(\t\x12\x12\n\nadapter_id\x18\x05 \x01(\t\".\n\x0cTrainingPair\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08positive\x18\x02 \x01(\t\"y\n\x18\x43reateFineTuneJobRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.condense.v1.FineTuneJobSpecH\x00\x12\'\n\x05pairs\x18\x02 \x01(\x0b\x32\x16.condense.v1.PairChunkH\x00\x42\x06\n\x04kind\"5\n\tPairChunk\x12(\n\x05pairs\x18\x01 \x03(\x0b\x32\x19.condense.v1.TrainingPair\"\xd2\x02\n\x0b\x46ineTuneJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.condense.v1.JobState\x12*\n\x04spec\x18\x03 \x01(\x0b\x32\x1c.condense.v1.FineTuneJobSpec\x12\x12\n\npair_count\x18\x04 \x01(\x04\x12\x0c\n\x04step\x18\x05 \x01(\r\x12\x13\n\x0btotal_steps\x18\x06 \x01(\r\x12\x12\n\nadapter_id\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\t \x01(\x03\x12\x17\n\x0fstarted_unix_ms\x18\n \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x0b \x01(\x03\x12\x11\n\tworker_id\x18\x0c \x01(\t\x12\x11\n\tlast_loss\x18\r \x01(\x02\x12\x15\n\rlast_sequence\x18\x0e \x01(\x04\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x81\x03\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12(\n\x06queued\x18\x04 \x01(\x0b\x32\x16.condense.v1.JobQueuedH\x00\x12*\n\x07started\x18\x05 \x01(\x0b\x32\x17.condense.v1.JobStartedH\x00\x12(\n\x04step\x18\x06 \x01(\x0b\x32\x18.condense.v1.StepMetricsH\x00\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.condense.v1.CheckpointSavedH\x00\x12,\n\x08\x66inished\x18\x08 \x01(\x0b\x32\x18.condense.v1.JobFinishedH\x00\x12(\n\x06\x66\x61iled\x18\t \x01(\x0b\x32\x16.condense.v1.JobFailedH\x00\x12.\n\tcancelled\x18\n \x01(\x0b\x32\x19.condense.v1.JobCancelledH\x00\x42\x06\n\x04kind\"#\n\tJobQueued\x12\x16\n\x0equeue_position\x18\x01 \x01(\r\":\n\nJobStarted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11resumed_from_step\x18\x02 \x01(\r\"\x84\x01\n\x0bStepMetrics\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x18\n\x10pairs_per_second\x18\x05 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x06 \x01(\x02\"D\n\x0f\x43heckpointSaved\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\"5\n\x0bJobFinished\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nfinal_loss\x18\x02 \x01(\x02\"\x1b\n\tJobFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1e\n\x0cJobCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.condense.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.condense.v1.FineTuneJob\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x02\n\x07\x41\x64\x61pter\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x12\n\nlora_alpha\x18\x05 \x01(\x02\x12\x16\n\x0etarget_modules\x18\x06 \x03(\t\x12%\n\x07pooling\x18\x07 \x01(\x0e\x32\x14.condense.v1.Pooling\x12\x17\n\x0fprompt_template\x18\x08 \x01(\t\x12\x11\n\tnormalize\x18\t \x01(\x08\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\r\n\x05\x66iles\x18\x0c \x03(\t\x12\x0e\n\x06loaded\x18\r \x01(\x08\"\x15\n\x13ListAdaptersRequest\">\n\x14ListAdaptersResponse\x12&\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x14.condense.v1.Adapter\"\'\n\x11GetAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"@\n\x16\x44ownloadAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r*\xb4\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATE_VALIDATING\x10\x01\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xe6\x04\n\x0f\x46ineTuneService\x12V\n\x11\x43reateFineTuneJob\x12%.condense.v1.CreateFineTuneJobRequest\x1a\x18.condense.v1.FineTuneJob(\x01\x12\x41\n\x08WatchJob\x12\x1c.condense.v1.WatchJobRequest\x1a\x15.condense.v1.JobEvent0\x01\x12>\n\x06GetJob\x12\x1a.condense.v1.GetJobRequest\x1a\x18.condense.v1.FineTuneJob\x12G\n\x08ListJobs\x12\x1c.condense.v1.ListJobsRequest\x1a\x1d.condense.v1.ListJobsResponse\x12\x44\n\tCancelJob\x12\x1d.condense.v1.CancelJobRequest\x1a\x18.condense.v1.FineTuneJob\x12S\n\x0cListAdapters\x12 .condense.v1.ListAdaptersRequest\x1a!.condense.v1.ListAdaptersResponse\x12\x42\n\nGetAdapter\x12\x1e.condense.v1.GetAdapterRequest\x1a\x14.condense.v1.Adapter\x12P\n\x0f\x44ownloadAdapter\x12#.condense.v1.DownloadAdapterRequest\x1a\x16.condense.v1.FileChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ondense/v1/finetune.proto\x12\x0b\x63ondense.v1\x1a\x18\x63ondense/v1/common.proto\"\x87\x04\n\x0fHyperparameters\x12\x0f\n\x05steps\x18\x01 \x01(\rH\x00\x12\x10\n\x06\x65pochs\x18\x02 \x01(\rH\x00\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x18\n\x10micro_batch_size\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x02\x12\x14\n\x0cwarmup_steps\x18\x06 \x01(\r\x12\x11\n\tlora_rank\x18\x07 \x01(\r\x12\x12\n\nlora_alpha\x18\x08 \x01(\x02\x12\x16\n\x0clora_dropout\x18\t \x01(\x02H\x01\x12\x16\n\x0etarget_modules\x18\n \x03(\t\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\x0e\n\x06margin\x18\x0c \x01(\x02\x12\x12\n\nmax_tokens\x18\r \x01(\r\x12\x15\n\x0bprompt_name\x18\x0e \x01(\tH\x02\x12\x19\n\x0fprompt_template\x18\x0f \x01(\tH\x02\x12%\n\x07pooling\x18\x10 \x01(\x0e\x32\x14.condense.v1.Pooling\x12\x13\n\tnormalize\x18\x11 \x01(\x08H\x03\x12\x0e\n\x04seed\x18\x12 \x01(\x04H\x04\x12\x18\n\x10\x63heckpoint_every\x18\x13 \x01(\rB\n\n\x08\x64urationB\x15\n\x13lora_dropout_choiceB\x08\n\x06promptB\x12\n\x10normalize_choiceB\r\n\x0bseed_choice\"\x92\x01\n\x0f\x46ineTuneJobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x35\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x1c.condense.v1.Hyperparameters\x12\x12\n\npairs_path\x18\x04 \x01(\t\x12\x12\n\nadapter_id\x18\x05 \x01(\t\".\n\x0cTrainingPair\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08positive\x18\x02 \x01(\t\"y\n\x18\x43reateFineTuneJobRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.condense.v1.FineTuneJobSpecH\x00\x12\'\n\x05pairs\x18\x02 \x01(\x0b\x32\x16.condense.v1.PairChunkH\x00\x42\x06\n\x04kind\"5\n\tPairChunk\x12(\n\x05pairs\x18\x01 \x03(\x0b\x32\x19.condense.v1.TrainingPair\"\xd2\x02\n\x0b\x46ineTuneJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.condense.v1.JobState\x12*\n\x04spec\x18\x03 \x01(\x0b\x32\x1c.condense.v1.FineTuneJobSpec\x12\x12\n\npair_count\x18\x04 \x01(\x04\x12\x0c\n\x04step\x18\x05 \x01(\r\x12\x13\n\x0btotal_steps\x18\x06 \x01(\r\x12\x12\n\nadapter_id\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\t \x01(\x03\x12\x17\n\x0fstarted_unix_ms\x18\n \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x0b \x01(\x03\x12\x11\n\tworker_id\x18\x0c \x01(\t\x12\x11\n\tlast_loss\x18\r \x01(\x02\x12\x15\n\rlast_sequence\x18\x0e \x01(\x04\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x81\x03\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12(\n\x06queued\x18\x04 \x01(\x0b\x32\x16.condense.v1.JobQueuedH\x00\x12*\n\x07started\x18\x05 \x01(\x0b\x32\x17.condense.v1.JobStartedH\x00\x12(\n\x04step\x18\x06 \x01(\x0b\x32\x18.condense.v1.StepMetricsH\x00\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.condense.v1.CheckpointSavedH\x00\x12,\n\x08\x66inished\x18\x08 \x01(\x0b\x32\x18.condense.v1.JobFinishedH\x00\x12(\n\x06\x66\x61iled\x18\t \x01(\x0b\x32\x16.condense.v1.JobFailedH\x00\x12.\n\tcancelled\x18\n \x01(\x0b\x32\x19.condense.v1.JobCancelledH\x00\x42\x06\n\x04kind\"3\n\tJobQueued\x12\x16\n\x0equeue_position\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\nJobStarted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11resumed_from_step\x18\x02 \x01(\r\"\x84\x01\n\x0bStepMetrics\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x18\n\x10pairs_per_second\x18\x05 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x06 \x01(\x02\"D\n\x0f\x43heckpointSaved\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\"5\n\x0bJobFinished\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nfinal_loss\x18\x02 \x01(\x02\"\x1b\n\tJobFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1e\n\x0cJobCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.condense.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.condense.v1.FineTuneJob\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x02\n\x07\x41\x64\x61pter\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\r\x12\x12\n\nlora_alpha\x18\x05 \x01(\x02\x12\x16\n\x0etarget_modules\x18\x06 \x03(\t\x12%\n\x07pooling\x18\x07 \x01(\x0e\x32\x14.condense.v1.Pooling\x12\x17\n\x0fprompt_template\x18\x08 \x01(\t\x12\x11\n\tnormalize\x18\t \x01(\x08\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\r\n\x05\x66iles\x18\x0c \x03(\t\x12\x0e\n\x06loaded\x18\r \x01(\x08\"\x15\n\x13ListAdaptersRequest\">\n\x14ListAdaptersResponse\x12&\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x14.condense.v1.Adapter\"\'\n\x11GetAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"@\n\x16\x44ownloadAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r*\xb4\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATE_VALIDATING\x10\x01\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xe6\x04\n\x0f\x46ineTuneService\x12V\n\x11\x43reateFineTuneJob\x12%.condense.v1.CreateFineTuneJobRequest\x1a\x18.condense.v1.FineTuneJob(\x01\x12\x41\n\x08WatchJob\x12\x1c.condense.v1.WatchJobRequest\x1a\x15.condense.v1.JobEvent0\x01\x12>\n\x06GetJob\x12\x1a.condense.v1.GetJobRequest\x1a\x18.condense.v1.FineTuneJob\x12G\n\x08ListJobs\x12\x1c.condense.v1.ListJobsRequest\x1a\x1d.condense.v1.ListJobsResponse\x12\x44\n\tCancelJob\x12\x1d.condense.v1.CancelJobRequest\x1a\x18.condense.v1.FineTuneJob\x12S\n\x0cListAdapters\x12 .condense.v1.ListAdaptersRequest\x1a!.condense.v1.ListAdaptersResponse\x12\x42\n\nGetAdapter\x12\x1e.condense.v1.GetAdapterRequest\x1a\x14.condense.v1.Adapter\x12P\n\x0f\x44ownloadAdapter\x12#.condense.v1.DownloadAdapterRequest\x1a\x16.condense.v1.FileChunk0\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'condense.v1.finetune_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _JOBSTATE._serialized_start=2875
-  _JOBSTATE._serialized_end=3055
+  _JOBSTATE._serialized_start=2891
+  _JOBSTATE._serialized_end=3071
   _HYPERPARAMETERS._serialized_start=70
   _HYPERPARAMETERS._serialized_end=589
   _FINETUNEJOBSPEC._serialized_start=592
@@ -40,37 +40,37 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _JOBEVENT._serialized_start=1367
   _JOBEVENT._serialized_end=1752
   _JOBQUEUED._serialized_start=1754
-  _JOBQUEUED._serialized_end=1789
-  _JOBSTARTED._serialized_start=1791
-  _JOBSTARTED._serialized_end=1849
-  _STEPMETRICS._serialized_start=1852
-  _STEPMETRICS._serialized_end=1984
-  _CHECKPOINTSAVED._serialized_start=1986
-  _CHECKPOINTSAVED._serialized_end=2054
-  _JOBFINISHED._serialized_start=2056
-  _JOBFINISHED._serialized_end=2109
-  _JOBFAILED._serialized_start=2111
-  _JOBFAILED._serialized_end=2138
-  _JOBCANCELLED._serialized_start=2140
-  _JOBCANCELLED._serialized_end=2170
-  _GETJOBREQUEST._serialized_start=2172
-  _GETJOBREQUEST._serialized_end=2203
-  _LISTJOBSREQUEST._serialized_start=2205
-  _LISTJOBSREQUEST._serialized_end=2276
-  _LISTJOBSRESPONSE._serialized_start=2278
-  _LISTJOBSRESPONSE._serialized_end=2336
-  _CANCELJOBREQUEST._serialized_start=2338
-  _CANCELJOBREQUEST._serialized_end=2388
-  _ADAPTER._serialized_start=2391
-  _ADAPTER._serialized_end=2678
-  _LISTADAPTERSREQUEST._serialized_start=2680
-  _LISTADAPTERSREQUEST._serialized_end=2701
-  _LISTADAPTERSRESPONSE._serialized_start=2703
-  _LISTADAPTERSRESPONSE._serialized_end=2765
-  _GETADAPTERREQUEST._serialized_start=2767
-  _GETADAPTERREQUEST._serialized_end=2806
-  _DOWNLOADADAPTERREQUEST._serialized_start=2808
-  _DOWNLOADADAPTERREQUEST._serialized_end=2872
-  _FINETUNESERVICE._serialized_start=3058
-  _FINETUNESERVICE._serialized_end=3672
+  _JOBQUEUED._serialized_end=1805
+  _JOBSTARTED._serialized_start=1807
+  _JOBSTARTED._serialized_end=1865
+  _STEPMETRICS._serialized_start=1868
+  _STEPMETRICS._serialized_end=2000
+  _CHECKPOINTSAVED._serialized_start=2002
+  _CHECKPOINTSAVED._serialized_end=2070
+  _JOBFINISHED._serialized_start=2072
+  _JOBFINISHED._serialized_end=2125
+  _JOBFAILED._serialized_start=2127
+  _JOBFAILED._serialized_end=2154
+  _JOBCANCELLED._serialized_start=2156
+  _JOBCANCELLED._serialized_end=2186
+  _GETJOBREQUEST._serialized_start=2188
+  _GETJOBREQUEST._serialized_end=2219
+  _LISTJOBSREQUEST._serialized_start=2221
+  _LISTJOBSREQUEST._serialized_end=2292
+  _LISTJOBSRESPONSE._serialized_start=2294
+  _LISTJOBSRESPONSE._serialized_end=2352
+  _CANCELJOBREQUEST._serialized_start=2354
+  _CANCELJOBREQUEST._serialized_end=2404
+  _ADAPTER._serialized_start=2407
+  _ADAPTER._serialized_end=2694
+  _LISTADAPTERSREQUEST._serialized_start=2696
+  _LISTADAPTERSREQUEST._serialized_end=2717
+  _LISTADAPTERSRESPONSE._serialized_start=2719
+  _LISTADAPTERSRESPONSE._serialized_end=2781
+  _GETADAPTERREQUEST._serialized_start=2783
+  _GETADAPTERREQUEST._serialized_end=2822
+  _DOWNLOADADAPTERREQUEST._serialized_start=2824
+  _DOWNLOADADAPTERREQUEST._serialized_end=2888
+  _FINETUNESERVICE._serialized_start=3074
+  _FINETUNESERVICE._serialized_end=3688
 # @@protoc_insertion_point(module_scope)
