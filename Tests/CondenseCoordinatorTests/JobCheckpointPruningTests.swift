@@ -31,9 +31,13 @@ extension CoordinatorSuites {
             var ids: [String] = []
             for step in [2, 4, 6] as [UInt32] {
                 let stored = try await worker.upload(job: job.jobID, step: step, final: false, files: ["state.json": Array("\(step)".utf8)])
-                // Uploaded but not yet recorded: nothing is deleted for it.
-                #expect(try self.stored(job.jobID).contains(stored.checkpointID))
-                #expect(try self.stored(job.jobID).count == min(ids.count + 1, 3))
+                // Uploaded but not yet recorded: it is kept, and so is the job's resume point (the newest
+                // recorded one). A prune still running for the previous record may already count it, so
+                // at most one older checkpoint is gone by now.
+                let present = try self.stored(job.jobID)
+                #expect(present.contains(stored.checkpointID))
+                if let resumePoint = ids.last { #expect(present.contains(resumePoint)) }
+                #expect((min(ids.count + 1, 2)...min(ids.count + 1, 3)).contains(present.count))
                 worker.send(.checkpoint(CheckpointSaved(step: step, checkpointID: stored.checkpointID)), job: job.jobID)
                 ids.append(stored.checkpointID)
                 // Recorded: the newest two stay.
