@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: generated-code check, Swift tests (unit, protocol, model reference),
-# the wire-layer leak check under valgrind, and the Python client tests against a live server.
+# Runs the whole test suite: generated-code check, Swift tests (unit, protocol, model reference,
+# coordinator and workers as real processes), the wire-layer leak check under valgrind, the Python
+# and C clients against live servers, the deployment files, and the multi-host (network namespace) test.
 # Installs what it needs first (system packages, Python packages, default model), like scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
