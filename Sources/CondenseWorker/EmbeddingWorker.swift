@@ -56,12 +56,8 @@ public struct EmbeddingWorker: Sendable {
     /// (batches in hand are delivered first), or the coordinator rejects the worker.
     public func run(until shutdown: WorkerShutdown? = nil) async throws(WorkerError) {
         let worker = self
-        try await runSessions(until: shutdown) { (presence: SessionPresence) async throws(WorkerError) -> Void in
-            try await runCoordinatorSessions(worker.configuration.connection, logger: worker.logger) { client in
-                guard presence.enter() else { return .stopped }
-                defer { presence.leave() }
-                return await worker.runSession(client, shutdown: shutdown)
-            }
+        try await runSessions(configuration.connection, until: shutdown, logger: logger) { client in
+            await worker.runSession(client, shutdown: shutdown)
         }
     }
 

@@ -1,4 +1,6 @@
+import CondenseRPC
 import Foundation
+import Logging
 
 /// Asks a running worker to stop gracefully (SIGTERM): an embedding worker takes no new batches,
 /// delivers the ones it holds and ends its session; a training worker finishes its current step,
@@ -74,14 +76,22 @@ final class SessionPresence: @unchecked Sendable {
     }
 }
 
-/// Runs a worker's dial/session loop until it ends on its own or, after `shutdown` begins, until
-/// the session in progress has wound down (the session function sees `shutdown` and ends cleanly).
+/// Runs a worker's dial/session loop (`runCoordinatorSessions`) until it ends on its own or, after
+/// `shutdown` begins, until the session in progress has wound down (`session` sees `shutdown` and
+/// ends cleanly); a shutdown between sessions stops the loop at once.
 func runSessions(
-    until shutdown: WorkerShutdown?, loop: @escaping @Sendable (SessionPresence) async throws(WorkerError) -> Void
+    _ connection: CoordinatorConnection, until shutdown: WorkerShutdown?, logger: Logger,
+    session: @escaping @Sendable (RPCClient) async -> SessionOutcome
 ) async throws(WorkerError) {
     let presence = SessionPresence()
     let looping = Task { () async -> WorkerError? in
-        do throws(WorkerError) { try await loop(presence) } catch { return error }
+        do throws(WorkerError) {
+            try await runCoordinatorSessions(connection, logger: logger) { client in
+                guard presence.enter() else { return .stopped }
+                defer { presence.leave() }
+                return await session(client)
+            }
+        } catch { return error }
         return nil
     }
     let watcher = Task {
