@@ -4,7 +4,7 @@
 //
 // Dependencies point one way:
 //   condense (CLI) -> services (CondenseServer, ...) -> CondenseRPC -> CondenseWire -> CCondenseProtos
-//                  -> CondenseModel -> CondenseTokenizer, CondenseTensor -> COpenBLAS (+ COpenBLASBoot)
+//                  -> CondenseModel -> CondenseTokenizer, CondenseTensor -> COpenBLAS (+ COpenBLASBoot), CCondenseKernels
 import PackageDescription
 
 // Hot loops (tensor kernels, model engine) need AVX2/FMA code generation: without a target CPU
@@ -62,7 +62,9 @@ let package = Package(
         ),
 
         // MARK: Math and model engine
-        .target(name: "CondenseTensor", dependencies: ["COpenBLAS", "COpenBLASBoot"], swiftSettings: vectorized),
+        // The inference engine's linear layers: packed-weight GEMM kernels (AVX-512 / AVX2 / portable C).
+        .target(name: "CCondenseKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
+        .target(name: "CondenseTensor", dependencies: ["COpenBLAS", "COpenBLASBoot", "CCondenseKernels"], swiftSettings: vectorized),
         .target(name: "CondenseTokenizer"),
         .target(
             name: "CondenseModel",

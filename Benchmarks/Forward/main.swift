@@ -1,4 +1,5 @@
-// Forward-pass benchmark: raw sgemm GFLOPS, the resulting ceiling for the model, achieved tokens/s on
+// Forward-pass benchmark: raw sgemm GFLOPS, the resulting ceiling for the model, the engine's packed-weight
+// linear kernels against sgemm on the model's product shapes (same process, alternating), achieved tokens/s on
 // the embedding workload, and single-text latency.
 //
 //   swift build -c release --product condense-bench-forward
@@ -86,11 +87,53 @@ func batches(_ sequences: [[Int32]], tokens: Int) -> [[[Int32]]] {
     return result
 }
 
+/// GFLOPS of OpenBLAS's sgemm (`GEMM.linear`, weights as stored) and of the engine's packed-weight kernels
+/// (`PackedWeight.apply`) on one product shape, alternating the two, best of `trials`; each call uses fresh
+/// weights from a 128 MB pool so neither runs from cache as the model's 425 MB cannot.
+func linearGFLOPS(rows: Int, outFeatures n: Int, inFeatures k: Int, trials: Int = 5) -> (sgemm: Double, packed: Double) {
+    let copies = max(1, 32_000_000 / (n * k))
+    let weights = (0..<copies).map { copy in (0..<(n * k)).map { Float(($0 + copy) % 89) * 1e-3 - 0.04 } }
+    let packed = weights.map { PackedWeight(Matrix(rows: n, cols: k, data: $0)) }
+    let input = (0..<(rows * k)).map { Float($0 % 97) * 1e-3 }
+    var output = [Float](repeating: 0, count: rows * n)
+    let repeats = max(copies, Int(4e9 / Double(2 * rows * n * k)))
+    var best = (sgemm: 0.0, packed: 0.0)
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            guard let x = x.baseAddress, let y = y.baseAddress else { return }
+            for _ in 0..<trials {
+                let sgemm = measure {
+                    for call in 0..<repeats {
+                        weights[call % copies].withUnsafeBufferPointer { w in
+                            GEMM.linear(x, rows: rows, weight: w.baseAddress!, outFeatures: n, inFeatures: k, into: y)
+                        }
+                    }
+                }
+                let ours = measure {
+                    for call in 0..<repeats { packed[call % copies].apply(x, rows: rows, into: y) }
+                }
+                let flops = 2 * Double(rows * n * k * repeats) / 1e9
+                best = (max(best.sgemm, flops / sgemm.wall), max(best.packed, flops / ours.wall))
+            }
+        }
+    }
+    return best
+}
+
 let options = Options(arguments: CommandLine.arguments)
 print("BLAS: \(BLASRuntime.summary)")
+print("linear layers: \(PackedWeight.summary)")
 print("CPU: \(ProcessInfo.processInfo.activeProcessorCount) cores")
 let gemm = sgemmGFLOPS(sideBySide: false)
 print(String(format: "sgemm M=1024 N=1536 K=576: %.1f GFLOPS (best of 5 x 20 calls); %.1f GFLOP per CPU-second", gemm.wall, gemm.perCPUSecond))
+// The model's products (q|k|v, attention output, gate|up, down) for one short text and for a large batch.
+for rows in [17, 1024] {
+    for (n, k) in [(960, 576), (576, 576), (3072, 576), (576, 1536)] {
+        let rate = linearGFLOPS(rows: rows, outFeatures: n, inFeatures: k)
+        print(String(format: "linear M=%d N=%d K=%d: packed kernels %.1f GFLOPS, OpenBLAS sgemm %.1f GFLOPS, ratio %.2fx",
+                     rows, n, k, rate.packed, rate.sgemm, rate.packed / rate.sgemm))
+    }
+}
 
 /// The model, its tokenizer when the model file provides one, and a description of the source.
 func loadModel(_ options: Options) throws -> (LlamaModel, Tokenizer?, String) {

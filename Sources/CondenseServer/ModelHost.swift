@@ -60,7 +60,7 @@ public actor ModelHost {
                 metadata: [
                     "model": "\(served.modelID)", "architecture": "\(served.summary.architecture.rawValue)",
                     "seconds": "\((clock.now - started).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
-                    "blas_core": "\(BLASRuntime.coreName)",
+                    "blas_core": "\(BLASRuntime.coreName)", "linear_kernels": "\(PackedWeight.instructionSet)",
                 ])
         case .failure(let error):
             state = .failed("\(error)")

@@ -23,8 +23,8 @@ public enum GEMM {
     /// weights in [out][in] layout. Strides default to dense rows.
     ///
     /// Row-invariant with AVX-512 kernels (`BLASRuntime.rowInvariantKernels`): each output row is the same,
-    /// bit for bit, whatever the other rows and their number, so a text's embedding does not depend on
-    /// the batch it was packed into. Products too small for OpenBLAS's regular kernels run padded with
+    /// bit for bit, whatever the other rows and their number, and the same floats as `PackedWeight.apply`
+    /// (the inference engine's products). Products too small for OpenBLAS's regular kernels run padded with
     /// zero rows (see `rowInvariantMinimumRows`).
     @inlinable
     public static func linear(

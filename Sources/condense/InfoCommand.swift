@@ -33,6 +33,7 @@ struct InfoCommand: ParsableCommand {
             ("tied embeddings", config.tieWordEmbeddings ? "yes" : "no"),
             ("tokenizer", "byte-level BPE, pre-tokenizer \(spec.preTokenizer), vocab \(spec.tokens.count), merges \(spec.merges.count)"),
             ("special tokens", "bos \(describe(spec.bosTokenID, spec)) (add: \(spec.addBOS)), eos \(describe(spec.eosTokenID, spec)) (add: \(spec.addEOS))"),
+            ("linear kernels", "\(PackedWeight.summary) (inference)"),
             ("blas", "OpenBLAS core \(BLASRuntime.coreName) (\(BLASRuntime.coreSelection)), \(BLASRuntime.threads) threads"),
             ("blas build", BLASRuntime.configuration),
         ]

@@ -48,6 +48,8 @@ struct ServeCommand: AsyncParsableCommand {
         logger.info(
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
+        logger.info(
+            "linear kernels", metadata: ["instructions": "\(PackedWeight.instructionSet)", "threads": "\(PackedWeight.threads)"])
 
         let settings = try embeddingSettings()
         let fineTune: FineTuneCoordinator

@@ -47,6 +47,8 @@ struct WorkerEmbedCommand: AsyncParsableCommand {
         logger.info(
             "OpenBLAS", metadata: ["core": "\(BLASRuntime.coreName)", "selection": "\(BLASRuntime.coreSelection)",
                                    "threads": "\(BLASRuntime.threads)"])
+        logger.info(
+            "linear kernels", metadata: ["instructions": "\(PackedWeight.instructionSet)", "threads": "\(PackedWeight.threads)"])
 
         // Up before the model loads: liveness holds while it loads, readiness waits for the session.
         let activity = WorkerActivity(kind: .embed)

@@ -11,11 +11,9 @@ import Testing
         model = try LlamaModel(weights: TinyModels.weights(config, seed: 42))
     }
 
-    /// Alone vs packed with sequences of other lengths before and after it: bit-identical where the
-    /// OpenBLAS kernels are row-invariant (`BLASRuntime.rowInvariantKernels`; norms, RoPE and attention are
-    /// per row or per sequence anyway), else within 1e-6 × activation scale (AVX2 kernels round a row
-    /// by its place in the batch). The 1-token sequence alone is a product small enough for OpenBLAS's
-    /// small-matrix kernels, which `GEMM.linear` avoids.
+    /// Alone vs packed with sequences of other lengths before and after it: bit-identical on every CPU (the
+    /// packed-weight kernels sum each row the same way whatever the batch; norms, RoPE and attention are
+    /// per row or per sequence anyway), including the 1-token sequence alone, a one-row product.
     @Test(arguments: [(2, 23), (3, 1)])
     func sequenceAloneEqualsSequenceInPackedBatch(position: Int, length: Int) throws {
         let batch = [
@@ -31,11 +29,7 @@ import Testing
         #expect(expected.count == length * config.hiddenSize && actual.count == expected.count)
         let scale = (expected.reduce(0) { $0 + $1 * $1 } / Float(expected.count)).squareRoot()
         let maxError = zip(expected, actual).map { abs($0 - $1) }.max() ?? 0
-        if BLASRuntime.rowInvariantKernels {
-            #expect(actual.map(\.bitPattern) == expected.map(\.bitPattern), "max difference \(maxError)")
-        } else {
-            #expect(maxError <= 1e-6 * scale, "max difference \(maxError) at activation RMS \(scale)")
-        }
+        #expect(actual.map(\.bitPattern) == expected.map(\.bitPattern), "max difference \(maxError) at activation RMS \(scale)")
     }
 
     @Test func emptyBatchAndEmptySequences() throws {

@@ -49,8 +49,8 @@ public final class LlamaModel: Sendable {
 
     /// Final-norm hidden states for a batch of token sequences of different lengths. All tokens are
     /// packed into one [totalTokens x hidden] matrix for the linear layers (no padding); attention runs
-    /// per sequence (causal, grouped-query). A sequence's states do not depend on the rest of the batch:
-    /// bit for bit where `BLASRuntime.rowInvariantKernels` (see `GEMM.linear`), else up to rounding.
+    /// per sequence (causal, grouped-query). A sequence's states do not depend on the rest of the batch,
+    /// bit for bit (see `PackedWeight`).
     public func forward(_ sequences: [[Int32]], options: ForwardOptions = .init()) throws(ForwardError) -> ForwardOutput {
         var offsets = [0]
         offsets.reserveCapacity(sequences.count + 1)
