@@ -13,8 +13,6 @@ public struct ServedModel: Sendable {
     public let embedder: Embedder
     /// e.g. "byte-level BPE (smollm)".
     public let tokenizerDescription: String
-    /// The weights as loaded, for a training worker in the same process (arrays are shared, not copied).
-    public let loaded: LoadedModel
 }
 
 /// Owns the served model's life cycle. The server starts answering (health NOT_SERVING) before
@@ -49,7 +47,7 @@ public actor ModelHost {
                     modelName: modelID)
                 return ServedModel(
                     modelID: modelID, summary: loaded.summary, embedder: embedder,
-                    tokenizerDescription: "byte-level BPE (\(loaded.tokenizer.preTokenizer))", loaded: loaded)
+                    tokenizerDescription: "byte-level BPE (\(loaded.tokenizer.preTokenizer))")
             }
         }
         switch result {

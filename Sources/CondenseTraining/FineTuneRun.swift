@@ -127,7 +127,7 @@ public final class FineTuneRun {
     public let trainer: LlamaTrainer
 
     private let pairs: [TextPair]
-    private let embedder: Embedder
+    private let preparer: TextPreparer
     private let batcher: PairBatcher
     private var position: DataPosition
     private let baseModel: String
@@ -150,11 +150,11 @@ public final class FineTuneRun {
         guard options.embedding.maxTokens >= 1 else { throw .invalidSetting("max tokens \(options.embedding.maxTokens) must be positive") }
 
         do {
-            // The inference engine serves `Embedder.prepare` (same tokens as inference); its stacked q|k|v and
-            // gate|up copies cost about 300 MB on SmolLM2-135M, the rest of the weights is shared.
-            let engine = try LlamaModel(weights: model.weights)
-            embedder = Embedder(model: engine, tokenizer: try Tokenizer(spec: model.tokenizer), modelName: baseModel)
-            try embedder.validate(options.embedding)
+            // The same token ids as inference (`Embedder.prepare`), without building the inference engine.
+            let config = model.weights.config
+            preparer = TextPreparer(tokenizer: try Tokenizer(spec: model.tokenizer), dimensions: config.hiddenSize,
+                                    maxSequenceLength: LlamaModel.defaultMaxSequenceLength(config))
+            try preparer.validate(options.embedding)
         } catch { throw .model("\(error)") }
 
         let batcher = PairBatcher(pairs: pairs, batchSize: options.batchSize, seed: options.training.seed)
@@ -173,7 +173,7 @@ public final class FineTuneRun {
 
         do {
             trainer = try LlamaTrainer(weights: model.weights, configuration: configuration,
-                                       maxSequenceLength: embedder.model.maxSequenceLength)
+                                       maxSequenceLength: preparer.maxSequenceLength)
         } catch { throw .training(error) }
 
         let output = options.outputDirectory
@@ -275,7 +275,7 @@ public final class FineTuneRun {
     }
 
     private func trainingText(_ text: String) throws(EmbeddingError) -> TrainingText {
-        let prepared = try embedder.prepare(text, options: options.embedding)
+        let prepared = try preparer.prepare(text, options: options.embedding)
         // As `Embedder` pools: only the text's own tokens with excludePrompt, else every token.
         return TrainingText(tokens: prepared.tokens, pooledRows: options.embedding.excludePrompt ? prepared.textTokens : nil)
     }

@@ -22,6 +22,23 @@ public struct TrainingWorkerConfiguration: Sendable {
     }
 }
 
+/// Where a training worker's base weights come from.
+public enum TrainingBaseModel: Sendable {
+    /// Kept in memory for the worker's life (a process that only trains).
+    case resident(LoadedModel)
+    /// Read from this model file when a job starts and released when it ends. For `serve`, whose embedding side
+    /// holds its own packed copy of the weights: keeping these too would double the memory of an idle server.
+    case file(String)
+
+    func load() throws(FineTuneError) -> LoadedModel {
+        switch self {
+        case .resident(let model): return model
+        case .file(let path):
+            do { return try ModelLoader.load(path: path) } catch { throw .model("\(error)") }
+        }
+    }
+}
+
 /// A training worker: dials the coordinator, registers as TRAIN, and runs one TrainJob at a time.
 /// Each job trains in its own directory; every checkpoint is uploaded (UploadCheckpoint) before its
 /// `checkpoint` event goes out, so the coordinator can resume the job elsewhere from it, and the final
@@ -34,7 +51,7 @@ public struct TrainingWorkerConfiguration: Sendable {
 /// to resume from that very step. After a shutdown the worker stops; after a Drain it dials again.
 public struct TrainingWorker: Sendable {
     private let configuration: TrainingWorkerConfiguration
-    private let model: LoadedModel
+    private let weights: TrainingBaseModel
     private let modelID: String
     /// Session state and work done, for the operations port; nil when it is off.
     private let activity: WorkerActivity?
@@ -42,8 +59,13 @@ public struct TrainingWorker: Sendable {
 
     public init(configuration: TrainingWorkerConfiguration, model: LoadedModel, modelID: String, activity: WorkerActivity? = nil,
                 logger: Logger = Logger(label: "condense.worker.train")) {
+        self.init(configuration: configuration, weights: .resident(model), modelID: modelID, activity: activity, logger: logger)
+    }
+
+    public init(configuration: TrainingWorkerConfiguration, weights: TrainingBaseModel, modelID: String,
+                activity: WorkerActivity? = nil, logger: Logger = Logger(label: "condense.worker.train")) {
         self.configuration = configuration
-        self.model = model
+        self.weights = weights
         self.modelID = modelID
         self.activity = activity
         self.logger = logger
@@ -189,11 +211,11 @@ public struct TrainingWorker: Sendable {
             log.info("training", metadata: ["job": "\(job.jobID)", "pairs": "\(pairs.count)", "resume_step": "\(job.resumeStep)"])
 
             let (progress, report) = AsyncStream<FineTuneProgress>.makeStream()
-            let model = self.model, baseModel = modelID
+            let weights = self.weights, baseModel = modelID
             async let outcome: Result<TrainingOutcome, FineTuneError> = Self.onTrainingThread {
                 defer { report.finish() }
                 return Result { () throws(FineTuneError) -> TrainingOutcome in
-                    let run = try FineTuneRun(model: model, baseModel: baseModel, pairs: pairs, skippedPairs: skipped, options: options)
+                    let run = try FineTuneRun(model: try weights.load(), baseModel: baseModel, pairs: pairs, skippedPairs: skipped, options: options)
                     var lastLoss: Double?
                     // One step at a time, so a cancel or a hand-back takes effect between steps.
                     while run.completedSteps < run.totalSteps {

@@ -105,7 +105,7 @@ struct ServeCommand: AsyncParsableCommand {
                         host: workerHost, port: port, workerID: "serve-train", authToken: authToken, tls: serverTLS?.loopbackClientTLS,
                         threads: BLASRuntime.threads),
                     workDirectory: workDirectory),
-                model: served.loaded, modelID: served.modelID, logger: logger)
+                weights: .file(modelPath), modelID: served.modelID, logger: logger)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { try? await embedding.run() }
                 group.addTask { try? await training.run() }

@@ -28,6 +28,11 @@ public final class LlamaModel: Sendable {
     /// input this CPU engine is meant for, small enough (a few MB) for models trained on 128k contexts.
     public static let defaultPositionLimit = 8192
 
+    /// `maxSequenceLength` of a model built without one: `min(maxPositionEmbeddings, defaultPositionLimit)`.
+    public static func defaultMaxSequenceLength(_ config: ModelConfig) -> Int {
+        max(1, min(config.maxPositionEmbeddings, defaultPositionLimit))
+    }
+
     /// Validates every tensor's shape, then stacks q|k|v and gate|up into new matrices (the other
     /// weights are shared, not copied): drop `weights` afterwards to free the unstacked originals.
     /// - Parameter maxSequenceLength: longest accepted sequence; default `min(maxPositionEmbeddings, 8192)`.
@@ -35,7 +40,7 @@ public final class LlamaModel: Sendable {
         let config = weights.config
         try Self.validate(weights)
         self.config = config
-        self.maxSequenceLength = max(1, maxSequenceLength ?? min(config.maxPositionEmbeddings, Self.defaultPositionLimit))
+        self.maxSequenceLength = max(1, maxSequenceLength ?? Self.defaultMaxSequenceLength(config))
         tokenEmbedding = weights.tokenEmbedding
         finalNorm = weights.finalNorm
         blocks = weights.layers.map(LlamaBlock.init)
