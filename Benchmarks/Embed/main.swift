@@ -51,6 +51,7 @@ let load = try measure { embedder = try Embedder.load(modelPath: options.model) 
 guard let embedder else { exit(1) }
 let tokens = try texts.reduce(0) { $0 + (try embedder.prepare($1, options: embeddingOptions).tokens.count) }
 print("BLAS: \(BLASRuntime.summary)")
+print("linear layers: \(PackedWeight.summary)")
 print("model: \(options.model), loaded in \(String(format: "%.2f", load.wall)) s; workload: \(texts.count) texts, \(tokens) tokens, pooling \(options.pooling.rawValue)")
 
 func vectors(_ results: [Result<[Float], EmbeddingError>]) throws -> [Float] {
@@ -84,7 +85,7 @@ if let path = options.vectors {
 let result: [String: Any] = [
     "system": "condense", "pooling": options.pooling.rawValue, "texts": texts.count, "tokens": tokens,
     "pass_seconds": walls, "latency_seconds": latencies, "load_seconds": load.wall, "peak_rss_mb": peakRSSMegabytes(),
-    "blas": BLASRuntime.summary,
+    "blas": BLASRuntime.summary, "linear_kernels": PackedWeight.summary,
 ]
 let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
 print("RESULT " + (String(data: json, encoding: .utf8) ?? "{}"))

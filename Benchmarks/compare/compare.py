@@ -164,13 +164,14 @@ def render(args, results, training, vectors):
     add = lines.append
     versions = sorted({r.get("version", "") for rs in list(results.values()) + list(training.values()) for r in rs} - {""})
     blas = next((r["blas"] for rs in results.values() for r in rs if "blas" in r), "?")
+    kernels = next((r["linear_kernels"] for rs in results.values() for r in rs if "linear_kernels" in r), "?")
     add("# Condense side by side with llama.cpp and transformers (+PEFT)")
     add("")
     add(f"Measured {datetime.date.today().isoformat()} by `Benchmarks/compare/run.sh` ({args.rounds} rounds, systems "
         "alternating within each round, every measurement in its own process, 2 threads each).")
     add("")
     add(f"- Machine: {machine()}")
-    add(f"- Condense: {blas}")
+    add(f"- Condense: {kernels} (inference); {blas} (training)")
     add(f"- Peers: {'; '.join(versions)}")
     add(f"- Model: `{os.path.basename(args.model)}` (SmolLM2-135M-Instruct, Q4_1). Condense and transformers compute in "
         "fp32 on the dequantised weights; llama.cpp computes on the Q4_1 weights as shipped.")

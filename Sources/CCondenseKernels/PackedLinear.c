@@ -32,9 +32,7 @@ size_t condense_packed_count(long outputs, long inputs) {
     return (size_t)panels * (size_t)inputs * PANEL;
 }
 
-void condense_pack_rows(const float *w, long rows, long ldw, long inputs, long first_output, long outputs,
-                        float *packed) {
-    (void)outputs;
+void condense_pack_rows(const float *w, long rows, long ldw, long inputs, long first_output, float *packed) {
     for (long row = 0; row < rows; row++) {
         long output = first_output + row, panel = output / PANEL, lane = output % PANEL;
         float *dst = packed + panel * inputs * PANEL + lane;

@@ -27,7 +27,7 @@ public final class PackedWeight: @unchecked Sendable {
         for part in parts {
             part.data.withUnsafeBufferPointer { rows in
                 guard let rows = rows.baseAddress else { return }
-                condense_pack_rows(rows, part.rows, part.cols, inFeatures, firstRow, outFeatures, packed)
+                condense_pack_rows(rows, part.rows, part.cols, inFeatures, firstRow, packed)
             }
             firstRow += part.rows
         }

@@ -32,11 +32,10 @@ CondenseISA condense_best_isa(void);
 /// Floats needed to pack a weight of `outputs` rows and `inputs` columns (zero rows pad the last panel).
 size_t condense_packed_count(long outputs, long inputs);
 
-/// Writes rows [0, rows) of `w` (row stride `ldw`, `inputs` columns) into `packed` as output rows
-/// `first_output` ..< `first_output + rows` of a packed weight with `outputs` rows in all. `packed` must be
-/// zeroed beforehand (padding) and hold `condense_packed_count(outputs, inputs)` floats, 64-byte aligned.
-void condense_pack_rows(const float *w, long rows, long ldw, long inputs, long first_output, long outputs,
-                        float *packed);
+/// Writes rows [0, rows) of `w` (row stride `ldw`, `inputs` columns) into `packed` as its output rows
+/// `first_output` ..< `first_output + rows`. `packed` holds `condense_packed_count(outputs, inputs)` floats for
+/// all its outputs, 64-byte aligned, zeroed beforehand (the padding of the last panel).
+void condense_pack_rows(const float *w, long rows, long ldw, long inputs, long first_output, float *packed);
 
 /// y[m x outputs] (row stride ldy) = x[m x inputs] (row stride ldx) · Wᵀ, or y += ... when `accumulate`.
 /// Splits the output panels over the worker pool (`condense_linear_set_threads`).
