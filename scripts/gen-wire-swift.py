@@ -126,7 +126,7 @@ class Property:
         else:
             self.name = camel(field.name)
             base = swift_type(field)
-            if field.label == F.LABEL_REPEATED:
+            if wire_samples.is_repeated(field):
                 self.type, self.default = f"[{base}]", "[]"
             elif field.type == F.TYPE_MESSAGE or oneof is not None:
                 self.type, self.default = base + "?", "nil"
@@ -162,7 +162,7 @@ def decode_field(field, in_oneof=False, target="c"):
     """Swift expression reading a field of C struct `target`."""
     c = f"{target}.{field.name}"
     name = f'"{field.name}"'
-    if field.label == F.LABEL_REPEATED:
+    if wire_samples.is_repeated(field):
         count = f"{target}.n_{field.name}"
         if field.type == F.TYPE_STRING:
             return f"try r.strings({c}, {count}, {name})"
@@ -206,7 +206,7 @@ def encode_value(field, value, in_oneof):
 def encode_lines(field, value, indent, in_oneof=False):
     """Swift statements that store Swift `value` into C struct `c`."""
     c = f"c.{field.name}"
-    if field.label != F.LABEL_REPEATED:
+    if not wire_samples.is_repeated(field):
         return [f"{indent}{c} = {encode_value(field, value, in_oneof)}"]
     lines = [f"{indent}c.n_{field.name} = {value}.count"]
     if field.full_name in PER_ITEM_TEXT_FIELDS:
@@ -385,7 +385,7 @@ def swift_literal(field, value):
 def sample_literal(descriptor, plan):
     args = []
     for field, value in plan:
-        if field.label == F.LABEL_REPEATED:
+        if wire_samples.is_repeated(field):
             literal = "[" + ", ".join(swift_literal(field, v) for v in value) + "]"
         else:
             literal = swift_literal(field, value)

@@ -25,6 +25,12 @@ MODULES = [
 ]
 
 
+def is_repeated(field):
+    """Whether `field` is repeated: protobuf 7 dropped `FieldDescriptor.label` for `is_repeated`."""
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == F.LABEL_REPEATED
+
+
 def messages():
     """(module, descriptor) for every top-level message, in file order."""
     for module, _ in MODULES:
@@ -86,7 +92,7 @@ def sample(descriptor, variant):
             make = lambda element: sample(field.message_type, variant)
         else:
             make = lambda element: scalar(field, variant, element)
-        if field.label == F.LABEL_REPEATED:
+        if is_repeated(field):
             result.append((field, [make(0), make(1)]))
         else:
             result.append((field, make(0)))
@@ -104,13 +110,13 @@ def fill(message, plan):
     for field, value in plan:
         target = getattr(message, field.name)
         if field.type == F.TYPE_MESSAGE:
-            if field.label == F.LABEL_REPEATED:
+            if is_repeated(field):
                 for element in value:
                     fill(target.add(), element)
             else:
                 target.SetInParent()  # marks presence even if the sample message is empty
                 fill(target, value)
-        elif field.label == F.LABEL_REPEATED:
+        elif is_repeated(field):
             target.extend(value)
         else:
             setattr(message, field.name, value)
