@@ -15,7 +15,7 @@ extension Embedder {
             do { try loaded.weights.mergeLoRA(PEFTAdapter.read(from: adapterDirectory)) } catch {
                 throw EmbeddingError.modelUnavailable(path: modelPath, reason: "adapter \(adapterDirectory): \(error)")
             }
-            let model = try LlamaModel(weights: loaded.weights)
+            let model = try LlamaModel(packing: &loaded.weights)
             let tokenizer = try Tokenizer(spec: loaded.tokenizer)
             let name = URL(fileURLWithPath: modelPath).lastPathComponent + "+"
                 + URL(fileURLWithPath: adapterDirectory).standardizedFileURL.lastPathComponent

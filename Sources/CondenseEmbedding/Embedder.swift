@@ -36,8 +36,8 @@ public final class Embedder: Sendable {
     /// Loads a GGUF file or Hugging Face directory (see `ModelLoader`).
     public static func load(modelPath: String, tokenBudget: Int = Embedder.defaultTokenBudget) throws(EmbeddingError) -> Embedder {
         do {
-            let loaded = try ModelLoader.load(path: modelPath)
-            let model = try LlamaModel(weights: loaded.weights)
+            var loaded = try ModelLoader.load(path: modelPath)
+            let model = try LlamaModel(packing: &loaded.weights)
             let tokenizer = try Tokenizer(spec: loaded.tokenizer)
             let name = URL(fileURLWithPath: modelPath).lastPathComponent
             return Embedder(model: model, tokenizer: tokenizer, modelName: name, tokenBudget: tokenBudget)

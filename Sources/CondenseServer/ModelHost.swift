@@ -40,10 +40,10 @@ public actor ModelHost {
         let started = clock.now
         let result: Result<ServedModel, any Error> = await ComputeQueue.shared.run {
             Result {
-                let loaded = try ModelLoader.load(path: path)
+                var loaded = try ModelLoader.load(path: path)
                 let modelID = (path as NSString).lastPathComponent
                 let embedder = Embedder(
-                    model: try LlamaModel(weights: loaded.weights), tokenizer: try Tokenizer(spec: loaded.tokenizer),
+                    model: try LlamaModel(packing: &loaded.weights), tokenizer: try Tokenizer(spec: loaded.tokenizer),
                     modelName: modelID)
                 return ServedModel(
                     modelID: modelID, summary: loaded.summary, embedder: embedder,
