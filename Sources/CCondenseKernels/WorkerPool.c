@@ -77,7 +77,7 @@ static void *worker_main(void *argument) {
     return NULL;
 }
 
-static int default_threads(void) {
+static int available_cpus(void) {
 #if defined(__linux__)
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0) {
@@ -87,6 +87,19 @@ static int default_threads(void) {
 #endif
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online > 0 ? (int)online : 1;
+}
+
+/// The thread count deployments already set for OpenBLAS (one knob for training and inference), as
+/// OpenBLAS reads it, at most the CPUs available; else those CPUs.
+static int default_threads(void) {
+    int cpus = available_cpus();
+    static const char *const variables[] = { "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS" };
+    for (size_t i = 0; i < sizeof(variables) / sizeof(variables[0]); i++) {
+        const char *value = getenv(variables[i]);
+        int threads = value ? atoi(value) : 0;
+        if (threads > 0) return threads < cpus ? threads : cpus;
+    }
+    return cpus;
 }
 
 int condense_linear_threads(void) {

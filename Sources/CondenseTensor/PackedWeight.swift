@@ -91,7 +91,8 @@ public final class PackedWeight: @unchecked Sendable {
         InstructionSet(rawValue: Int(condense_best_isa().rawValue)) ?? .portable
     }
 
-    /// Threads a product may use, the caller included (default: the CPUs this process may run on).
+    /// Threads a product may use, the caller included (default: `OPENBLAS_NUM_THREADS`, as for training, at
+    /// most the CPUs this process may run on; else those CPUs).
     public static var threads: Int { Int(condense_linear_threads()) }
 
     public static func setThreads(_ count: Int) {

@@ -1,3 +1,4 @@
+import Dispatch
 import Testing
 @testable import CondenseTensor
 
@@ -129,6 +130,33 @@ import Testing
                                         outputStride: n, accumulate: false).map(\.bitPattern))
         }
         #expect(results[0] == results[1] && results[1] == results[2])
+    }
+
+    /// Products from several threads at once (concurrent forward passes) share the worker pool: a caller
+    /// that finds it busy runs its product alone; every result is still the serial one.
+    @Test func concurrentCallersGetTheSerialResults() {
+        let n = 960, k = 576, rows = 24, callers = 6
+        let weight = randomFloats(n * k, in: -0.05...0.05, seed: 61)
+        let packed = PackedWeight(Matrix(rows: n, cols: k, data: weight))
+        let inputs = (0..<callers).map { randomFloats(rows * k, seed: 62 + UInt64($0)) }
+        let zeros = [Float](repeating: 0, count: rows * n)
+        let expected = inputs.map {
+            Self.product(packed, kernels: PackedWeight.instructionSet, $0, rows: rows, inputStride: k, start: zeros,
+                         outputStride: n, accumulate: false).map(\.bitPattern)
+        }
+        let results = UnsafeMutableBufferPointer<[UInt32]>.allocate(capacity: callers)
+        results.initialize(repeating: [])
+        defer { results.deallocate() }
+        nonisolated(unsafe) let slots = results
+        DispatchQueue.concurrentPerform(iterations: callers) { caller in
+            var outcome: [UInt32] = []
+            for _ in 0..<20 {
+                outcome = Self.product(packed, kernels: nil, inputs[caller], rows: rows, inputStride: k, start: zeros,
+                                       outputStride: n, accumulate: false).map(\.bitPattern)
+            }
+            slots[caller] = outcome
+        }
+        for caller in 0..<callers { #expect(results[caller] == expected[caller], "caller \(caller)") }
     }
 
     /// OpenBLAS's SkylakeX/Cooperlake sgemm sums in the same order: the same floats as `GEMM.linear`.

@@ -46,7 +46,8 @@ void condense_packed_linear(const float *x, long m, long ldx, const float *packe
 void condense_packed_linear_with(CondenseISA isa, const float *x, long m, long ldx, const float *packed,
                                  long outputs, long inputs, float *y, long ldy, int accumulate);
 
-/// Threads a product may use (the caller included); default: the CPUs this process may run on.
+/// Threads a product may use (the caller included); default: `OPENBLAS_NUM_THREADS` (or `GOTO_NUM_THREADS`,
+/// `OMP_NUM_THREADS`), at most the CPUs this process may run on, else those CPUs.
 int condense_linear_threads(void);
 void condense_linear_set_threads(int threads);
 
