@@ -67,8 +67,9 @@ public enum BLASRuntime {
 
     /// Whether the kernel set computes each row of a product independently of the other rows, bit for bit
     /// (given `GEMM.linear`'s padding of tiny products). Measured on OpenBLAS 0.3.21: true of the AVX-512
-    /// SkylakeX/Cooperlake kernels; the Haswell/Zen (AVX2) kernels round a row differently with its offset
-    /// in the batch and the batch's row count, so there a vector's last bits depend on its batch.
+    /// SkylakeX/Cooperlake kernels (which also sum in `PackedWeight`'s order); the Haswell/Zen (AVX2) kernels
+    /// round a row differently with its offset in the batch and the batch's row count. Only training uses
+    /// OpenBLAS: the inference engine's products are row-invariant on every CPU (`PackedWeight`).
     public static var rowInvariantKernels: Bool { ["SkylakeX", "Cooperlake"].contains(coreName) }
 
     /// One line for logs: "OpenBLAS core Cooperlake (detected by OpenBLAS), 2 threads; <configuration>".
