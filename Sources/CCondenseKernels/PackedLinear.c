@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -177,6 +178,19 @@ CondenseISA condense_best_isa(void) {
     return CondenseISAPortable;
 }
 
+CondenseISA condense_kernel_isa(void) {
+    static _Atomic int chosen = -1;
+    int isa = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)condense_best_isa();
+        const char *requested = getenv("CONDENSE_KERNELS");
+        if (requested && strcmp(requested, "avx2") == 0 && isa > CondenseISAAVX2) isa = CondenseISAAVX2;
+        if (requested && strcmp(requested, "portable") == 0) isa = CondenseISAPortable;
+        atomic_store_explicit(&chosen, isa, memory_order_relaxed);
+    }
+    return (CondenseISA)isa;
+}
+
 typedef void (*BlockKernel)(const float *x, long ldx, const float *panel, long kb, long len, int rows, float *y,
                             long ldy, long valid, int zero);
 
@@ -248,17 +262,12 @@ static const double parallel_minimum_work = 2e5;
 
 void condense_packed_linear(const float *x, long m, long ldx, const float *packed, long outputs, long inputs,
                             float *y, long ldy, int accumulate) {
-    static _Atomic int detected = -1;
-    int isa = atomic_load_explicit(&detected, memory_order_relaxed);
-    if (isa < 0) {
-        isa = (int)condense_best_isa();
-        atomic_store_explicit(&detected, isa, memory_order_relaxed);
-    }
+    CondenseISA isa = condense_kernel_isa();
     long panels = (outputs + PANEL - 1) / PANEL;
     int parts = condense_linear_threads();
     if (parts > panels) parts = (int)panels;
     if ((double)m * (double)outputs * (double)inputs < parallel_minimum_work) parts = 1;
-    Product product = { kernel_for((CondenseISA)isa), x, m, ldx, packed, outputs, inputs, y, ldy, accumulate, panels,
+    Product product = { kernel_for(isa), x, m, ldx, packed, outputs, inputs, y, ldy, accumulate, panels,
                         parts < 1 ? 1 : parts };
     condense_pool_run(run_part, &product, product.parts);
 }

@@ -86,8 +86,14 @@ public final class PackedWeight: @unchecked Sendable {
         public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
     }
 
-    /// The kernels `apply` uses on this CPU.
+    /// The kernels `apply` uses: the best this CPU runs, unless `CONDENSE_KERNELS` (`avx2`, `portable`) asks
+    /// for narrower ones (to compare them: the results are the same floats).
     public static var instructionSet: InstructionSet {
+        InstructionSet(rawValue: Int(condense_kernel_isa().rawValue)) ?? .portable
+    }
+
+    /// The widest kernels this CPU runs (`apply(kernels:)` takes any up to these).
+    public static var bestInstructionSet: InstructionSet {
         InstructionSet(rawValue: Int(condense_best_isa().rawValue)) ?? .portable
     }
 

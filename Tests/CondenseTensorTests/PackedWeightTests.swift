@@ -57,7 +57,7 @@ import Testing
     }
 
     static var instructionSets: [PackedWeight.InstructionSet] {
-        PackedWeight.InstructionSet.allCases.filter { $0 <= PackedWeight.instructionSet }
+        PackedWeight.InstructionSet.allCases.filter { $0 <= PackedWeight.bestInstructionSet }
     }
 
     /// (rows, out, in): partial panels (45, 70), one k, k blocks of every kind (333 → two halves, 1000 →

@@ -29,6 +29,10 @@ typedef enum {
 /// The widest instruction set this CPU and OS support.
 CondenseISA condense_best_isa(void);
 
+/// The instruction set `condense_packed_linear` uses: the best one, or a narrower one named by the
+/// environment variable `CONDENSE_KERNELS` (`avx2`, `portable`; for comparisons). Results are the same.
+CondenseISA condense_kernel_isa(void);
+
 /// Floats needed to pack a weight of `outputs` rows and `inputs` columns (zero rows pad the last panel).
 size_t condense_packed_count(long outputs, long inputs);
 
