@@ -16,7 +16,12 @@ public final class JobStore: Sendable {
     public init(directory: String) throws(RPCError) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            database = try DatabasePool(path: (directory as NSString).appendingPathComponent("coordinator.sqlite"))
+            // SQLite answers "database is locked" at once by default; a lock held for a moment (a WAL checkpoint,
+            // a predecessor process still closing the file) is waited for instead of failing the call.
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(10)
+            database = try DatabasePool(
+                path: (directory as NSString).appendingPathComponent("coordinator.sqlite"), configuration: configuration)
             try Self.migrator.migrate(database)
         } catch {
             throw RPCError(code: .internal, message: "cannot open the job database in \(directory): \(error)")
