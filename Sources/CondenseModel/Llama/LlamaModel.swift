@@ -15,13 +15,14 @@ public final class LlamaModel: Sendable {
     let finalNorm: [Float]
     let rotary: RotaryTable
     let attention: CausalAttention
-    /// Most threads that share the attention work between the GEMMs (OpenBLAS threads are idle then).
+    /// Most threads that share the attention work between the products (the kernels' workers are idle then).
     let attentionWorkers: Int
 
     /// Attention runs on one thread unless it is at least this share of a layer's multiply-adds.
     /// Measured on the 2-core target with the embedding workload (~32-token texts, attention ≈ 3% of
-    /// the time): a second thread gained nothing and lost a little to contention with OpenBLAS workers
-    /// that still spin after a GEMM. Attention grows with sequence length, so long texts are split.
+    /// the time; measured when the products ran on OpenBLAS): a second thread gained nothing and lost a
+    /// little to contention with the workers that still spin after a product. Attention grows with
+    /// sequence length, so long texts are split.
     static let parallelAttentionShare = 0.1
 
     /// Positions the RoPE table covers unless the caller asks for fewer: long enough for any embedding
