@@ -232,7 +232,8 @@ static void panels_product(BlockKernel kernel, const float *x, long m, long ldx,
 
 void condense_packed_linear_with(CondenseISA isa, const float *x, long m, long ldx, const float *packed,
                                  long outputs, long inputs, float *y, long ldy, int accumulate) {
-    if (isa > condense_best_isa()) isa = condense_best_isa();
+    CondenseISA best = condense_best_isa();
+    if (isa > best) isa = best;
     long panels = (outputs + PANEL - 1) / PANEL;
     panels_product(kernel_for(isa), x, m, ldx, packed, outputs, inputs, 0, panels, y, ldy, accumulate);
 }

@@ -64,9 +64,6 @@ public final class PackedWeight: @unchecked Sendable {
                                     inFeatures, output, outputStride ?? outFeatures, accumulate ? 1 : 0)
     }
 
-    /// Bytes of packed storage.
-    public var byteCount: Int { condense_packed_count(outFeatures, inFeatures) * MemoryLayout<Float>.stride }
-
     // MARK: Kernels and threads
 
     /// Vector instructions a kernel is written with.

@@ -16,8 +16,7 @@ struct Linear: Sendable {
 
     /// A single projection without bias.
     init(_ weight: Matrix) {
-        self.weight = PackedWeight(weight)
-        bias = nil
+        self.init(stacking: [weight], biases: [nil])
     }
 
     /// Stacks `parts` (all with the same input width) row-wise; missing biases of a part count as zero.
